@@ -1,0 +1,52 @@
+# infermeter — the README's quick start is `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+APT_PACKAGES := prometheus libcjson-dev gcc libc6-dev
+
+.PHONY: test lint unit system-deps demo bench golden docs clean
+
+test: system-deps $(STAMP) lint unit ## every test, on a fresh Debian machine as root
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# Tools the tests run for real: promtool (Debian prometheus), gcc and cJSON for the fake NVML.
+system-deps:
+	@missing=""; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
+	[ -f /usr/include/cjson/cJSON.h ] || missing="$$missing libcjson-dev"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "install as root: apt-get install$$missing"; exit 1; fi; \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(PY) -m pytest --cov --cov-report=term:skip-covered
+
+demo: system-deps $(STAMP) ## the sidecar on 2 simulated GPUs (fake NVML), until Ctrl-C
+	$(PY) -m tests.fake_nvml.demo
+
+bench: system-deps $(STAMP)
+	$(PY) -m bench.scrape
+
+golden: system-deps $(STAMP) ## rewrite golden /metrics files after an intended change
+	$(PY) -m pytest tests/e2e -k golden --update-golden
+
+docs: $(STAMP) ## regenerate the README reference tables
+	$(PY) -m infermeter.reference README.md
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

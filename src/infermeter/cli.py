@@ -1,0 +1,86 @@
+"""Command line: `infermeter serve`, `infermeter version`. The only place that sets up logging."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from infermeter import __version__
+from infermeter.settings import (
+    CONFIG_ENV,
+    Settings,
+    SettingsError,
+    env_name,
+    flag_name,
+    load_settings,
+)
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"YAML file of settings (keys as below, snake_case). Env: {CONFIG_ENV}.",
+    )
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help_text = f"{field.description} Default: {shown}. Env: {env_name(name)}."
+        if field.annotation is bool:
+            parser.add_argument(
+                flag_name(name),
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                flag_name(name),
+                default=argparse.SUPPRESS,
+                metavar=name.upper(),
+                help=help_text,
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="infermeter",
+        description="Prometheus exporter and observability sidecar for LLM inference.",
+    )
+    parser.add_argument("--version", action="version", version=f"infermeter {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the exporter (and, with --upstream, the proxy)")
+    _add_setting_flags(serve)
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    command = args.pop("command")
+    if command == "version":
+        print(f"infermeter {__version__}")
+        return 0
+    config_path: Any = args.pop("config", None)
+    try:
+        settings = load_settings(args, config_path=config_path)
+    except SettingsError as exc:
+        print(f"infermeter: {exc}", file=sys.stderr)
+        return 2
+
+    from infermeter import app, logs  # imported late: `--help` stays fast
+    from infermeter.net import StartupError
+
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        return app.run(settings)
+    except StartupError as exc:
+        print(f"infermeter: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Scrape-time view of the GPU poller: fresh metric families from the latest snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.metrics_core import Metric
+
+from infermeter import metrics as m
+from infermeter.collectors import Status
+from infermeter.gpu.poller import GpuPoller
+
+
+class GpuCollector:
+    name = "gpu"
+
+    def __init__(self, poller: GpuPoller) -> None:
+        self._poller = poller
+
+    def status(self) -> Status:
+        """The poll, not this scrape-time copy, is the work worth reporting."""
+        snap = self._poller.snapshot()
+        return Status(ok=snap.poll_ok, seconds=snap.poll_seconds)
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self._poller.snapshot()
+        nvml_up = m.NVML_UP.family()
+        nvml_up.add_metric([], 1.0 if snap.nvml_up else 0.0)
+        yield nvml_up
+
+        info, up = m.GPU_INFO.family(), m.GPU_UP.family()
+        families: dict[str, m.Family] = {}
+        for sample in sorted(
+            snap.devices,
+            key=lambda s: (s.identity.index, s.identity.parent_uuid, s.identity.uuid),
+        ):
+            ident = sample.identity
+            if ident.uuid:
+                info.add_metric(
+                    [
+                        *ident.labels,
+                        ident.name,
+                        snap.driver_version,
+                        ident.pci_bus_id,
+                        ident.parent_uuid,
+                    ],
+                    1.0,
+                )
+            up.add_metric(list(ident.labels), 1.0 if sample.up else 0.0)
+            for reading in sample.readings:
+                family = families.get(reading.spec.name)
+                if family is None:
+                    family = families[reading.spec.name] = reading.spec.family()
+                family.add_metric([*ident.labels, *reading.extra], reading.value)
+        yield info
+        yield up
+        yield from (families[name] for name in sorted(families))
+
+        xids = m.GPU_XID_ERRORS.family()
+        for (gpu, uuid, xid), count in sorted(self._poller.xid_counts.copy().items()):
+            xids.add_metric([gpu, uuid, xid], float(count))
+        yield xids

@@ -1,0 +1,45 @@
+"""Values that cross from the NVML threads to the scrape thread: immutable snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from infermeter.metrics import MetricSpec
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    index: int
+    uuid: str
+    name: str = ""
+    pci_bus_id: str = ""
+    parent_uuid: str = ""
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        return (str(self.index), self.uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    spec: MetricSpec
+    value: float
+    extra: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSample:
+    identity: DeviceIdentity
+    up: bool
+    readings: tuple[Reading, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one scrape reports; replaced whole after every poll, never mutated."""
+
+    nvml_up: bool = False
+    driver_version: str = ""
+    devices: tuple[DeviceSample, ...] = ()
+    poll_seconds: float | None = None
+    poll_ok: bool = False

@@ -1,0 +1,205 @@
+"""The metric catalogue: every metric infermeter exports, declared once.
+
+Collectors build their families from these specs, and the README's metric reference is
+generated from them, so names, types, help texts and labels cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
+Kind = Literal["counter", "gauge", "histogram"]
+Family = CounterMetricFamily | GaugeMetricFamily
+GPU_LABELS = ("gpu", "uuid")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    kind: Kind
+    help: str
+    labels: tuple[str, ...] = ()
+    group: str = "self"
+
+    def family(self, extra_labels: tuple[str, ...] = ()) -> Family:
+        """A fresh, empty family for one scrape (custom collectors only)."""
+        labels = [*self.labels, *extra_labels]
+        if self.kind == "counter":
+            return CounterMetricFamily(self.name, self.help, labels=labels)
+        if self.kind == "gauge":
+            return GaugeMetricFamily(self.name, self.help, labels=labels)
+        raise ValueError(f"{self.name}: histograms are not built per scrape")
+
+
+def _gpu(name: str, kind: Kind, help_text: str, *extra: str) -> MetricSpec:
+    return MetricSpec(name, kind, help_text, (*GPU_LABELS, *extra), "gpu")
+
+
+# --- GPU (NVML) -----------------------------------------------------------------------------
+NVML_UP = MetricSpec(
+    "infermeter_nvml_up", "gauge", "1 when NVML is initialised, 0 when it is not.", (), "gpu"
+)
+GPU_INFO = MetricSpec(
+    "infermeter_gpu_info",
+    "gauge",
+    "Always 1: identity of each GPU or MIG device (parent_uuid is empty for a full GPU).",
+    (*GPU_LABELS, "name", "driver_version", "pci_bus_id", "parent_uuid"),
+    "gpu",
+)
+GPU_UP = _gpu(
+    "infermeter_gpu_up",
+    "gauge",
+    "1 when the GPU answered the last poll; 0 when it is lost or failing "
+    "(its other series are then absent).",
+)
+GPU_UTILIZATION = _gpu(
+    "infermeter_gpu_utilization_ratio",
+    "gauge",
+    "Fraction of the last sample period in which a kernel ran on the GPU (0-1).",
+)
+GPU_MEMORY_UTILIZATION = _gpu(
+    "infermeter_gpu_memory_utilization_ratio",
+    "gauge",
+    "Fraction of the last sample period in which device memory was read or written (0-1).",
+)
+GPU_MEMORY_USED = _gpu(
+    "infermeter_gpu_memory_used_bytes",
+    "gauge",
+    "Device memory allocated by processes (NVML v2: excludes reserved memory).",
+)
+GPU_MEMORY_FREE = _gpu("infermeter_gpu_memory_free_bytes", "gauge", "Device memory free.")
+GPU_MEMORY_TOTAL = _gpu("infermeter_gpu_memory_total_bytes", "gauge", "Device memory installed.")
+GPU_MEMORY_RESERVED = _gpu(
+    "infermeter_gpu_memory_reserved_bytes",
+    "gauge",
+    "Device memory reserved by the driver and firmware (NVML v2 only).",
+)
+GPU_TEMPERATURE = _gpu("infermeter_gpu_temperature_celsius", "gauge", "GPU core temperature.")
+GPU_MEMORY_TEMPERATURE = _gpu(
+    "infermeter_gpu_memory_temperature_celsius",
+    "gauge",
+    "Device memory (HBM) temperature, where the GPU reports it.",
+)
+GPU_POWER = _gpu("infermeter_gpu_power_watts", "gauge", "Power draw of the GPU board.")
+GPU_POWER_LIMIT = _gpu(
+    "infermeter_gpu_power_limit_watts", "gauge", "Power limit the driver enforces."
+)
+GPU_ENERGY = _gpu(
+    "infermeter_gpu_energy_joules_total",
+    "counter",
+    "Energy used by the GPU since the driver was loaded.",
+)
+GPU_CLOCK = _gpu(
+    "infermeter_gpu_clock_hertz",
+    "gauge",
+    "Current clock frequency, by clock domain (graphics, sm, memory).",
+    "clock",
+)
+GPU_CLOCK_EVENT = _gpu(
+    "infermeter_gpu_clock_event_active",
+    "gauge",
+    "1 while the reason is holding clocks down (throttling), else 0.",
+    "reason",
+)
+GPU_FAN = _gpu(
+    "infermeter_gpu_fan_speed_ratio", "gauge", "Fan speed as a fraction of its maximum (0-1)."
+)
+GPU_PCIE_REPLAYS = _gpu(
+    "infermeter_gpu_pcie_replays_total",
+    "counter",
+    "PCIe replay events (link errors retried) since the driver was loaded.",
+)
+GPU_ECC_ERRORS = _gpu(
+    "infermeter_gpu_ecc_errors_total",
+    "counter",
+    "ECC memory errors since the driver was loaded (volatile count), by type "
+    "(corrected, uncorrected).",
+    "type",
+)
+GPU_REMAPPED_ROWS = _gpu(
+    "infermeter_gpu_remapped_rows_total",
+    "counter",
+    "Memory rows remapped over the GPU's life, by cause (correctable, uncorrectable).",
+    "cause",
+)
+GPU_ROW_REMAP_PENDING = _gpu(
+    "infermeter_gpu_row_remap_pending",
+    "gauge",
+    "1 when a row remap waits for a GPU reset to take effect.",
+)
+GPU_ROW_REMAP_FAILED = _gpu(
+    "infermeter_gpu_row_remap_failed",
+    "gauge",
+    "1 when a row remap failed: the GPU needs service.",
+)
+GPU_XID_ERRORS = _gpu(
+    "infermeter_gpu_xid_errors_total",
+    "counter",
+    "XID critical errors reported by the driver since infermeter started, by XID code.",
+    "xid",
+)
+
+# --- collectors and the sidecar itself -------------------------------------------------------
+COLLECTOR_DURATION = MetricSpec(
+    "infermeter_collector_duration_seconds",
+    "gauge",
+    "How long the collector's last run took (for gpu: the last NVML poll).",
+    ("collector",),
+)
+COLLECTOR_SUCCESS = MetricSpec(
+    "infermeter_collector_success",
+    "gauge",
+    "1 when the collector's last run succeeded.",
+    ("collector",),
+)
+BUILD_INFO = MetricSpec(
+    "infermeter_build_info",
+    "gauge",
+    "Always 1: versions of infermeter, Python and the NVML bindings.",
+    ("version", "python_version", "nvml_bindings_version"),
+)
+
+# --- processes (psutil) ----------------------------------------------------------------------
+_PROC = ("process",)
+PROCESS_UP = MetricSpec(
+    "infermeter_process_up",
+    "gauge",
+    "1 when the process is found (process=sidecar is always 1).",
+    _PROC,
+    "process",
+)
+PROCESS_CPU = MetricSpec(
+    "infermeter_process_cpu_seconds_total",
+    "counter",
+    "User and system CPU time of the process and its descendants.",
+    _PROC,
+    "process",
+)
+PROCESS_RSS = MetricSpec(
+    "infermeter_process_resident_memory_bytes",
+    "gauge",
+    "Resident memory of the process and its descendants (shared pages counted per process).",
+    _PROC,
+    "process",
+)
+PROCESS_THREADS = MetricSpec(
+    "infermeter_process_threads",
+    "gauge",
+    "Threads of the process and its descendants.",
+    _PROC,
+    "process",
+)
+PROCESS_FDS = MetricSpec(
+    "infermeter_process_open_fds",
+    "gauge",
+    "Open file descriptors of the process and its descendants.",
+    _PROC,
+    "process",
+)
+
+CATALOGUE: tuple[MetricSpec, ...] = tuple(
+    value for value in list(globals().values()) if isinstance(value, MetricSpec)
+)

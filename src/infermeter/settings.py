@@ -1,0 +1,243 @@
+"""Settings: one frozen object built from flags > INFERMETER_* env > YAML file > defaults.
+
+This is the only module that reads INFERMETER_* variables. Unknown INFERMETER_* variables are
+ignored on purpose: Kubernetes injects service links such as INFERMETER_PORT for a Service
+named "infermeter", and those must not stop the sidecar from starting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "INFERMETER_"
+CONFIG_ENV = ENV_PREFIX + "CONFIG"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the setting and its source."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host_port(value: object) -> HostPort:
+    """Accept HOST:PORT, [IPv6]:PORT and :PORT (all interfaces), as Go exporters do."""
+    if isinstance(value, HostPort):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected HOST:PORT")
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"expected [IPv6]:PORT, got {value!r}")
+        ipaddress.IPv6Address(host)
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"expected HOST:PORT, got {value!r}")
+        if ":" in host:
+            raise ValueError(f"IPv6 hosts need brackets, e.g. [::1]:8091, got {value!r}")
+        host = host or "0.0.0.0"
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be 1-65535, got {port_text!r}")
+    return HostPort(host, int(port_text))
+
+
+def _split_list(value: object) -> object:
+    """Comma-separated text from flags and env; a YAML list may hold numbers."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list | tuple):
+        return tuple(str(item) for item in value)
+    return value
+
+
+class Settings(BaseModel):
+    """Everything configurable. Field descriptions feed --help and the README reference."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    listen: HostPort = Field(
+        default=HostPort("0.0.0.0", 8090),
+        description="Proxy listen address (clients send inference traffic here).",
+    )
+    upstream: str | None = Field(
+        default=None,
+        description="Inference server base URL, e.g. http://127.0.0.1:8000. "
+        "Unset: no proxy, exporter only.",
+    )
+    metrics_listen: HostPort = Field(
+        default=HostPort("0.0.0.0", 8091),
+        description="Address of /metrics, /healthz and /readyz.",
+    )
+    log_format: Literal["plain", "json"] = Field(
+        default="plain", description="One line per event: plain key=value text or JSON."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Lowest level logged."
+    )
+    gpu_metrics: bool = Field(default=True, description="Poll NVML for GPU metrics.")
+    gpu_poll_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between NVML polls; a scrape reads the latest poll.",
+    )
+    gpus: tuple[str, ...] = Field(
+        default=(),
+        description="GPUs to export, by index or UUID (comma-separated). Empty: all. "
+        "Selecting a GPU selects its MIG devices.",
+    )
+    watch_pid: int | None = Field(
+        default=None, gt=0, description="PID of the inference server to report process metrics for."
+    )
+    watch_process: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Name of the inference server process (process name, executable basename "
+        "or a command-line argument) to report process metrics for.",
+    )
+
+    @field_validator("listen", "metrics_listen", mode="before")
+    @classmethod
+    def _host_port(cls, value: object) -> HostPort:
+        return parse_host_port(value)
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {value!r}")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        if parts.query or parts.fragment:
+            raise ValueError(f"URL must not have a query or fragment, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus_list(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not (item.isdigit() or item.startswith(("GPU-", "MIG-"))):
+                raise ValueError(f"expected a GPU index or a GPU-/MIG- UUID, got {item!r}")
+        return value
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.watch_pid is not None and self.watch_process is not None:
+            raise ValueError("watch_pid and watch_process are mutually exclusive")
+        if self.upstream is not None and self.listen.port == self.metrics_listen.port:
+            raise ValueError("listen and metrics_listen must use different ports")
+        return self
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Values of known settings from INFERMETER_* variables; empty strings count as unset."""
+    out = {}
+    for field in Settings.model_fields:
+        value = environ.get(env_name(field))
+        if value is not None and value.strip() != "":
+            out[field] = value
+    return out
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"config: cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config: {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config: {path} must hold a mapping of settings")
+    normalised = {str(key).replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(normalised) - set(Settings.model_fields))
+    if unknown:
+        raise SettingsError(f"config: unknown setting {unknown[0]!r} in {path}")
+    return normalised
+
+
+def load_settings(
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+) -> Settings:
+    """Merge the sources in precedence order and validate once; raise SettingsError."""
+    environ = os.environ if environ is None else environ
+    config_path = config_path or environ.get(CONFIG_ENV) or None
+    sources: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    if config_path:
+        for key, value in read_config_file(Path(config_path)).items():
+            merged[key] = value
+            sources[key] = f"config file {config_path} key {key}"
+    for key, value in read_env(environ).items():
+        merged[key] = value
+        sources[key] = env_name(key)
+    for key, value in cli.items():
+        merged[key] = value
+        sources[key] = flag_name(key)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, merged, sources)) from None
+
+
+def _describe(exc: ValidationError, merged: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    error = exc.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not field:
+        return f"invalid settings: {message}"
+    source = sources.get(field, "default")
+    return f"invalid setting {field} ({source}={merged.get(field)!r}): {message}"

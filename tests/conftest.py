@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden", action="store_true", help="rewrite golden files instead of comparing"
+    )
+
+
+@pytest.fixture(scope="session")
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory holding the compiled fake libnvidia-ml.so.1 (current driver API)."""
+    from tests.fake_nvml.build import build
+
+    out = tmp_path_factory.mktemp("fake-nvml")
+    build(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def old_driver_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.fake_nvml.build import build
+
+    out = tmp_path_factory.mktemp("fake-nvml-old")
+    build(out, variant="old-driver")
+    return out

@@ -1,0 +1,88 @@
+"""Compile the fake NVML (fake_nvml.c) into a ``libnvidia-ml.so.1`` that pynvml loads.
+
+Tests point ``LD_LIBRARY_PATH`` at the output directory, so the real nvidia-ml-py bindings and
+the real ``infermeter serve`` run without a GPU. See SPEC.md in this directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("fake_nvml.c")
+LIBRARY_NAME = "libnvidia-ml.so.1"
+VARIANTS: dict[str, list[str]] = {
+    "current": [],
+    # A pre-535 driver: no nvmlDeviceGetMemoryInfo_v2, no nvmlDeviceGetCurrentClocksEventReasons.
+    "old-driver": ["-DFAKE_NVML_OLD_DRIVER"],
+}
+CFLAGS = ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
+
+
+def _variant_stamp(library: Path) -> Path:
+    """Records which variant a library was built as: both variants share one file name."""
+    return library.with_name(library.name + ".variant")
+
+
+def _up_to_date(library: Path, variant: str) -> bool:
+    """True when the library exists, is newer than the source and is of the wanted variant."""
+    stamp = _variant_stamp(library)
+    try:
+        fresh = library.stat().st_mtime_ns >= SOURCE.stat().st_mtime_ns
+        return fresh and stamp.read_text(encoding="utf-8") == variant
+    except FileNotFoundError:
+        return False
+
+
+def build(out_dir: Path, variant: str = "current") -> Path:
+    """Build ``out_dir/libnvidia-ml.so.1`` unless it is already current; return its path.
+
+    The library is compiled to a temporary name and renamed into place, so a process that
+    loads it (or a concurrent build) never sees a half-written file.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    library = out_dir / LIBRARY_NAME
+    if _up_to_date(library, variant):
+        return library
+    _variant_stamp(library).unlink(missing_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{LIBRARY_NAME}.", dir=out_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        command = [
+            "gcc",
+            *CFLAGS,
+            *VARIANTS[variant],
+            f"-Wl,-soname,{LIBRARY_NAME}",
+            "-o",
+            str(tmp),
+            str(SOURCE),
+            "-lcjson",
+        ]
+        subprocess.run(command, check=True)
+        tmp.chmod(0o755)  # mkstemp made it 0600; other users' processes may load it
+        tmp.replace(library)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _variant_stamp(library).write_text(variant, encoding="utf-8")
+    return library
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Shell entry point, so the demo and humans can build without pytest."""
+    parser = argparse.ArgumentParser(description="Build the fake libnvidia-ml.so.1.")
+    parser.add_argument("out_dir", type=Path, help="directory to write libnvidia-ml.so.1 into")
+    parser.add_argument("--variant", choices=sorted(VARIANTS), default="current")
+    args = parser.parse_args(argv)
+    print(build(args.out_dir, args.variant))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Run the real `infermeter serve` as a subprocess on loopback and read what it exports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+T = TypeVar("T")
+INFERMETER = str(Path(sys.executable).with_name("infermeter"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "") -> T:
+    """Poll until check() returns something truthy; the assertion is on the value, not time."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or check}: last={last!r}")
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(text: str, name: str, **labels: str) -> float | None:
+    want = set(labels.items())
+    for (sample, sample_labels), v in samples(text).items():
+        if sample == name and want <= set(sample_labels):
+            return v
+    return None
+
+
+class Sidecar:
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log_path = log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, **headers: str) -> httpx.Response:
+        return httpx.get(self.url + path, headers=headers, timeout=5)
+
+    def metrics(self) -> str:
+        response = self.get("/metrics")
+        response.raise_for_status()
+        return response.text
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sidecar exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                return self.get("/readyz").status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, what="readyz")
+
+    def wait_metric(
+        self, name: str, expected: float | None, timeout: float = 15, **labels: str
+    ) -> str:
+        """Scrape until the sample has the expected value (None: until it is absent)."""
+
+        def check() -> str | None:
+            text = self.metrics()
+            return text if value(text, name, **labels) == expected else None
+
+        return wait_for(check, timeout, f"{name}{labels} == {expected}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@contextmanager
+def run_sidecar(
+    tmp_path: Path,
+    *args: str,
+    lib_dir: Path | None = None,
+    nvml_state: Path | None = None,
+    env: dict[str, str] | None = None,
+    ready: bool = True,
+) -> Iterator[Sidecar]:
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("INFERMETER_")}
+    environ["LD_LIBRARY_PATH"] = str(lib_dir) if lib_dir else str(tmp_path / "no-nvml-here")
+    if nvml_state is not None:
+        environ["FAKE_NVML_CONFIG"] = str(nvml_state)
+    environ.update(env or {})
+    log = tmp_path / f"sidecar-{port}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [INFERMETER, "serve", "--metrics-listen", f"127.0.0.1:{port}", *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=environ,
+        )
+    sidecar = Sidecar(proc, port, log)
+    try:
+        if ready:
+            sidecar.wait_ready()
+        yield sidecar
+    finally:
+        sidecar.stop()

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from infermeter.settings import HostPort, Settings, SettingsError, load_settings, parse_host_port
+from tests.sidecar import INFERMETER
+
+
+def test_defaults() -> None:
+    settings = load_settings({}, environ={})
+    assert settings == Settings()
+    assert settings.metrics_listen == HostPort("0.0.0.0", 8091)
+    assert settings.listen == HostPort("0.0.0.0", 8090)
+    assert settings.upstream is None
+    assert settings.gpu_poll_interval == 1.0
+
+
+def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "infermeter.yaml"
+    config.write_text("log-level: debug\ngpu_poll_interval: 5\nlog_format: json\ngpus: [0, 1]\n")
+    environ = {"INFERMETER_GPU_POLL_INTERVAL": "2.5", "INFERMETER_LOG_FORMAT": "plain"}
+    settings = load_settings({"log_format": "json"}, environ=environ, config_path=str(config))
+    assert settings.log_level == "debug"  # file only
+    assert settings.gpu_poll_interval == 2.5  # env over file
+    assert settings.log_format == "json"  # flag over env
+    assert settings.gpus == ("0", "1")  # YAML list of ints
+    assert settings.metrics_listen.port == 8091  # default
+
+
+def test_config_file_from_env(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("upstream: http://127.0.0.1:8000/\n")
+    settings = load_settings({}, environ={"INFERMETER_CONFIG": str(config)})
+    assert settings.upstream == "http://127.0.0.1:8000"
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValueError, match="frozen"):
+        settings.log_level = "debug"  # type: ignore[misc]
+
+
+def test_unknown_infermeter_env_is_ignored() -> None:
+    # Kubernetes service links inject INFERMETER_PORT etc. for a Service named infermeter.
+    environ = {"INFERMETER_PORT": "tcp://10.0.0.1:8090", "INFERMETER_SERVICE_HOST": "10.0.0.1"}
+    assert load_settings({}, environ=environ) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            {"metrics_listen": "nope"},
+            "invalid setting metrics_listen (--metrics-listen='nope'): expected HOST:PORT",
+        ),
+        (
+            {"metrics_listen": "127.0.0.1:0"},
+            "invalid setting metrics_listen (--metrics-listen='127.0.0.1:0'): port must be 1-65535",
+        ),
+        (
+            {"listen": "::1:8090"},
+            "invalid setting listen (--listen='::1:8090'): IPv6 hosts need brackets",
+        ),
+        (
+            {"upstream": "ftp://x"},
+            "invalid setting upstream (--upstream='ftp://x'): expected an http:// or https:// URL",
+        ),
+        (
+            {"upstream": "http://h:99999"},
+            "invalid setting upstream (--upstream='http://h:99999'): bad port",
+        ),
+        ({"upstream": "http://h/?a=b"}, "must not have a query"),
+        (
+            {"log_format": "xml"},
+            "invalid setting log_format (--log-format='xml'): Input should be 'plain' or 'json'",
+        ),
+        ({"log_level": "loud"}, "invalid setting log_level (--log-level='loud')"),
+        (
+            {"gpu_poll_interval": "0"},
+            "invalid setting gpu_poll_interval (--gpu-poll-interval='0'): "
+            "Input should be greater than 0",
+        ),
+        ({"gpu_poll_interval": "600"}, "less than or equal to 60"),
+        (
+            {"gpu_metrics": "maybe"},
+            "invalid setting gpu_metrics (--gpu-metrics='maybe'): Input should be a valid boolean",
+        ),
+        (
+            {"gpus": "0,gpu1"},
+            "invalid setting gpus (--gpus='0,gpu1'): "
+            "expected a GPU index or a GPU-/MIG- UUID, got 'gpu1'",
+        ),
+        (
+            {"watch_pid": "-3"},
+            "invalid setting watch_pid (--watch-pid='-3'): Input should be greater than 0",
+        ),
+        (
+            {"watch_pid": "1", "watch_process": "vllm"},
+            "watch_pid and watch_process are mutually exclusive",
+        ),
+        (
+            {"upstream": "http://h", "listen": ":9000", "metrics_listen": ":9000"},
+            "listen and metrics_listen must use different ports",
+        ),
+    ],
+)
+def test_validation_messages_name_the_setting(source: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(source, environ={})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_env_source_is_named() -> None:
+    with pytest.raises(SettingsError, match=r"\(INFERMETER_GPU_POLL_INTERVAL='fast'\)"):
+        load_settings({}, environ={"INFERMETER_GPU_POLL_INTERVAL": "fast"})
+
+
+def test_file_errors_are_named(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("gpu_poll_intervall: 2\n")
+    with pytest.raises(SettingsError, match="unknown setting 'gpu_poll_intervall'"):
+        load_settings({}, environ={}, config_path=str(config))
+    config.write_text("gpu_poll_interval: -1\n")
+    with pytest.raises(SettingsError, match=r"config file .*c\.yaml key gpu_poll_interval"):
+        load_settings({}, environ={}, config_path=str(config))
+    config.write_text("- a list\n")
+    with pytest.raises(SettingsError, match="must hold a mapping"):
+        load_settings({}, environ={}, config_path=str(config))
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings({}, environ={}, config_path=str(tmp_path / "missing.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8091", HostPort("127.0.0.1", 8091)),
+        (":8091", HostPort("0.0.0.0", 8091)),
+        ("[::1]:8091", HostPort("::1", 8091)),
+        ("localhost:1", HostPort("localhost", 1)),
+    ],
+)
+def test_host_port(text: str, expected: HostPort) -> None:
+    assert parse_host_port(text) == expected
+
+
+def test_cli_bad_value_exits_2_with_one_line() -> None:
+    result = subprocess.run(
+        [INFERMETER, "serve", "--gpu-poll-interval", "soon"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("infermeter: invalid setting gpu_poll_interval")
+    assert result.stderr.count("\n") == 1
+
+
+def test_cli_version() -> None:
+    from infermeter import __version__
+
+    result = subprocess.run([INFERMETER, "version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"infermeter {__version__}"
