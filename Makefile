@@ -37,7 +37,7 @@ unit: $(STAMP)
 	$(PY) -m pytest --cov --cov-report=term:skip-covered
 
 demo: system-deps $(STAMP) ## the sidecar on 2 simulated GPUs (fake NVML), until Ctrl-C
-	$(PY) -m tests.fake_nvml.demo
+	$(PY) -m tests.demo
 
 bench: system-deps $(STAMP)
 	$(PY) -m bench.scrape

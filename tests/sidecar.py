@@ -55,17 +55,22 @@ def value(text: str, name: str, **labels: str) -> float | None:
 
 
 class Sidecar:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, log: Path, proxy_port: int | None
+    ) -> None:
         self.proc = proc
         self.port = port
         self.log_path = log
         self.url = f"http://127.0.0.1:{port}"
+        self.proxy_url = f"http://127.0.0.1:{proxy_port}" if proxy_port else ""
 
     def get(self, path: str, **headers: str) -> httpx.Response:
         return httpx.get(self.url + path, headers=headers, timeout=5)
 
-    def metrics(self) -> str:
-        response = self.get("/metrics")
+    def metrics(self, *names: str) -> str:
+        """The exposition; with names, only those families (prometheus_client's name[])."""
+        query = "&".join(f"name[]={name}" for name in names)
+        response = self.get("/metrics" + ("?" + query if query else ""))
         response.raise_for_status()
         return response.text
 
@@ -84,12 +89,19 @@ class Sidecar:
         wait_for(ready, what="readyz")
 
     def wait_metric(
-        self, name: str, expected: float | None, timeout: float = 15, **labels: str
+        self,
+        name: str,
+        expected: float | None,
+        timeout: float = 15,
+        only: tuple[str, ...] = (),
+        **labels: str,
     ) -> str:
-        """Scrape until the sample has the expected value (None: until it is absent)."""
+        """Scrape until the sample has the expected value (None: until it is absent).
+
+        `only`: scrape just these sample names and `name` (faster with many series)."""
 
         def check() -> str | None:
-            text = self.metrics()
+            text = self.metrics(*((name, *only) if only else ()))
             return text if value(text, name, **labels) == expected else None
 
         return wait_for(check, timeout, f"{name}{labels} == {expected}")
@@ -113,8 +125,14 @@ def run_sidecar(
     nvml_state: Path | None = None,
     env: dict[str, str] | None = None,
     ready: bool = True,
+    upstream: str | None = None,
 ) -> Iterator[Sidecar]:
+    """The real sidecar; with `upstream`, its proxy listens on a free loopback port."""
     port = free_port()
+    proxy_port = None
+    if upstream is not None:
+        proxy_port = free_port()
+        args = ("--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}", *args)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INFERMETER_")}
     environ["LD_LIBRARY_PATH"] = str(lib_dir) if lib_dir else str(tmp_path / "no-nvml-here")
     if nvml_state is not None:
@@ -128,10 +146,43 @@ def run_sidecar(
             stderr=subprocess.STDOUT,
             env=environ,
         )
-    sidecar = Sidecar(proc, port, log)
+    sidecar = Sidecar(proc, port, log, proxy_port)
     try:
         if ready:
             sidecar.wait_ready()
         yield sidecar
     finally:
         sidecar.stop()
+
+
+@contextmanager
+def demo_upstream(tmp_path: Path, *args: str) -> Iterator[str]:
+    """The packaged synthetic upstream (`infermeter demo-upstream`) as a real process."""
+    port = free_port()
+    log = tmp_path / f"demo-upstream-{port}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [INFERMETER, "demo-upstream", "--listen", f"127.0.0.1:{port}", *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"demo upstream exited:\n{log.read_text()}")
+        try:
+            return httpx.get(url + "/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(healthy, what="demo upstream")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -13,10 +13,15 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_demo_serves_two_simulated_gpus() -> None:
-    env = {**os.environ, "DEMO_SECONDS": "2", "DEMO_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "DEMO_SECONDS": "3",
+        "DEMO_PORT": str(free_port()),
+        "DEMO_PROXY_PORT": str(free_port()),
+    }
     env.pop("LD_LIBRARY_PATH", None)
     result = subprocess.run(
-        [sys.executable, "-m", "tests.fake_nvml.demo"],
+        [sys.executable, "-m", "tests.demo"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -25,5 +30,6 @@ def test_demo_serves_two_simulated_gpus() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 SIMULATED GPUs" in result.stdout
-    assert "infermeter is serving 2 GPUs" in result.stdout
+    assert "infermeter is serving 2 GPUs and proxying" in result.stdout
+    assert "demo traffic:" not in result.stderr
     assert f"curl -s http://127.0.0.1:{env['DEMO_PORT']}/metrics" in result.stdout

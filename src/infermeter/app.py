@@ -1,13 +1,29 @@
-"""Wires settings to the registry, collectors and servers; runs until SIGTERM or SIGINT."""
+"""Wires settings to the registry, collectors and servers; runs until SIGTERM or SIGINT.
+
+One process: the proxy runs on the main thread's event loop (uvloop when available);
+the metrics server, the NVML poller and the XID watcher run in their own threads, so
+nothing slow ever runs on the loop that times user traffic.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import platform
 import signal
+from collections.abc import Callable, Iterator
+from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Gauge, PlatformCollector
+import uvicorn
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    disable_created_metrics,
+)
 from prometheus_client import ProcessCollector as ClientProcessCollector
 
 from infermeter import __version__
@@ -17,17 +33,33 @@ from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
 from infermeter.gpu.poller import GpuPoller
+from infermeter.loop_lag import watch_lag
+from infermeter.net import bind
 from infermeter.process import ProcessCollector
+from infermeter.proxy.app import ProxyApp
+from infermeter.proxy.errors import HideAbortedStreams
+from infermeter.proxy.recorder import Recorder
+from infermeter.proxy.upstream import UpstreamClient
 from infermeter.settings import Settings
+from infermeter.streams.timing import SLO
 
 log = logging.getLogger(__name__)
 
 
-class Exporter:
-    """Everything `infermeter serve` runs, startable and stoppable (tests use it in-process)."""
+class _ProxyServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the sidecar decides when to drain."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Sidecar:
+    """Everything `infermeter serve` runs."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
         self.registry = CollectorRegistry(auto_describe=False)
         ClientProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
@@ -43,49 +75,121 @@ class Exporter:
             parts.append(GpuCollector(self.poller))
         parts.append(ProcessCollector(settings.watch_pid, settings.watch_process))
         self.registry.register(CollectorSet(parts))
+        self.proxy: ProxyApp | None = None
+        self.proxy_server: _ProxyServer | None = None
+        if settings.upstream is not None:
+            self._build_proxy(settings, settings.upstream)
         self.metrics_server = MetricsServer(settings.metrics_listen, self.registry, self.readiness)
         self.stopping = False
+
+    def _build_proxy(self, settings: Settings, upstream: str) -> None:
+        recorder = Recorder(
+            self.registry,
+            settings.max_models,
+            SLO(ttft=settings.slo_ttft, tpot=settings.slo_tpot, e2e=settings.slo_e2e),
+        )
+        client = UpstreamClient(
+            pool_size=settings.upstream_pool_size,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            total_timeout=settings.upstream_timeout,
+        )
+        self.proxy = ProxyApp(upstream, client, recorder)
+        self.lag = cast(Histogram, m.EVENT_LOOP_LAG.live(self.registry))
+        config = uvicorn.Config(
+            self.proxy,
+            loop="none",  # we own the loop
+            http="httptools" if _has("httptools") else "h11",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            proxy_headers=False,  # we add X-Forwarded-* ourselves; no middleware on the path
+            timeout_keep_alive=75,  # longer than any client's idle keep-alive
+            timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
+            backlog=2048,
+        )
+        self.proxy_server = _ProxyServer(config)
+        logging.getLogger("uvicorn.error").addFilter(HideAbortedStreams())
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "shutting down"
+        if self.proxy_server is not None and not self.proxy_server.started:
+            return False, "proxy starting"
         if self.poller is not None and not self.poller.first_poll_done:
             return False, "waiting for the first GPU poll"
         return True, "ready"
 
-    def start(self) -> None:
+    async def serve(self, stop: asyncio.Event) -> None:
         self.metrics_server.start()
         if self.poller is not None:
             self.poller.start()
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            if self.proxy_server is not None:
+                sock = bind("listen", self.settings.listen)
+                tasks.append(asyncio.create_task(self.proxy_server.serve(sockets=[sock])))
+                tasks.append(asyncio.create_task(watch_lag(self.lag)))
+                log.info(
+                    "proxy listening",
+                    extra={
+                        "address": str(self.settings.listen),
+                        "upstream": self.settings.upstream,
+                    },
+                )
+            await stop.wait()
+            self.stopping = True
+            if self.proxy_server is not None:
+                log.info("draining", extra={"timeout": self.settings.drain_timeout})
+                self.proxy_server.should_exit = True
+                await tasks[0]
+        finally:
+            for task in tasks:
+                task.cancel()
+            if self.poller is not None:
+                self.poller.stop()
+            self.metrics_server.stop()
 
-    def stop(self) -> None:
-        self.stopping = True
-        if self.poller is not None:
-            self.poller.stop()
-        self.metrics_server.stop()
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
-async def _wait_for_signal() -> signal.Signals:
-    loop = asyncio.get_running_loop()
-    received: asyncio.Future[signal.Signals] = loop.create_future()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if not received.done():
-            received.set_result(sig)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
-    return await received
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def run(settings: Settings) -> int:
-    exporter = Exporter(settings)
-    exporter.start()
+    sidecar = Sidecar(settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _on_signal, stop, sig)
+        await sidecar.serve(stop)
+
     log.info(
-        "infermeter started",
+        "infermeter starting",
         extra={"version": __version__, "metrics": str(settings.metrics_listen)},
     )
-    sig = asyncio.run(_wait_for_signal())
-    log.info("shutting down", extra={"signal": sig.name})
-    exporter.stop()
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+    log.info("stopped")
     return 0
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("shutting down", extra={"signal": sig.name})
+        stop.set()

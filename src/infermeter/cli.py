@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the exporter (and, with --upstream, the proxy)")
     _add_setting_flags(serve)
+    demo = commands.add_parser(
+        "demo-upstream",
+        help="run a simulated OpenAI-compatible inference server (for wiring checks and tests)",
+    )
+    from infermeter.demo.upstream import add_arguments
+
+    add_arguments(demo)
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -64,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "version":
         print(f"infermeter {__version__}")
         return 0
+    if command == "demo-upstream":
+        from infermeter import logs
+        from infermeter.demo.upstream import run
+
+        logs.configure("plain", "info")
+        return run(argparse.Namespace(**args))
     config_path: Any = args.pop("config", None)
     try:
         settings = load_settings(args, config_path=config_path)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 Kind = Literal["counter", "gauge", "histogram"]
@@ -23,6 +24,7 @@ class MetricSpec:
     help: str
     labels: tuple[str, ...] = ()
     group: str = "self"
+    buckets: tuple[float, ...] = ()
 
     def family(self, extra_labels: tuple[str, ...] = ()) -> Family:
         """A fresh, empty family for one scrape (custom collectors only)."""
@@ -32,6 +34,14 @@ class MetricSpec:
         if self.kind == "gauge":
             return GaugeMetricFamily(self.name, self.help, labels=labels)
         raise ValueError(f"{self.name}: histograms are not built per scrape")
+
+    def live(self, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
+        """A metric updated as events happen (the proxy's), registered in `registry`."""
+        if self.kind == "counter":
+            return Counter(self.name, self.help, self.labels, registry=registry)
+        if self.kind == "gauge":
+            return Gauge(self.name, self.help, self.labels, registry=registry)
+        return Histogram(self.name, self.help, self.labels, registry=registry, buckets=self.buckets)
 
 
 def _gpu(name: str, kind: Kind, help_text: str, *extra: str) -> MetricSpec:
@@ -140,6 +150,118 @@ GPU_XID_ERRORS = _gpu(
     "counter",
     "XID critical errors reported by the driver since infermeter started, by XID code.",
     "xid",
+)
+
+# --- inference traffic (the proxy) ---------------------------------------------------------
+INFERENCE_LABELS = ("model", "api")
+# Latency buckets step by at most 1.5-2x, so any p99 from 5 ms to 600 s is resolved within a
+# bucket of its neighbours, and the top sits far above 2x any normal p99 (the 2x alert).
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+    180.0, 240.0, 300.0, 450.0, 600.0,
+)  # fmt: skip
+TOKEN_LATENCY_BUCKETS = (
+    0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03,
+    0.04, 0.05, 0.06, 0.075, 0.1, 0.125, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+)  # fmt: skip
+TOKEN_COUNT_BUCKETS = tuple(float(2**i) for i in range(21))  # 1 to 1,048,576 tokens
+LAG_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+)  # fmt: skip
+
+
+def _inference(
+    name: str, kind: Kind, help_text: str, *extra: str, buckets: tuple[float, ...] = ()
+) -> MetricSpec:
+    return MetricSpec(name, kind, help_text, (*INFERENCE_LABELS, *extra), "inference", buckets)
+
+
+REQUESTS = _inference(
+    "infermeter_requests_total",
+    "counter",
+    "Requests proxied, by the HTTP status sent to the client (499: the client went away first).",
+    "code",
+)
+REQUEST_ERRORS = _inference(
+    "infermeter_request_errors_total",
+    "counter",
+    "Failed requests by error_type: upstream_connect, upstream_timeout, upstream_http_4xx, "
+    "upstream_http_5xx, stream_error, stream_truncated, client_disconnect, proxy_internal.",
+    "error_type",
+)
+IN_FLIGHT = _inference(
+    "infermeter_requests_in_flight", "gauge", "Requests being proxied right now."
+)
+TTFB = _inference(
+    "infermeter_time_to_first_byte_seconds",
+    "histogram",
+    "From the request head received to the first response body byte from the upstream.",
+    buckets=LATENCY_BUCKETS,
+)
+TTFT = _inference(
+    "infermeter_time_to_first_token_seconds",
+    "histogram",
+    "Streaming requests: from the request head received to the first event carrying "
+    "generated output (content, reasoning, tool-call arguments or refusal).",
+    buckets=LATENCY_BUCKETS,
+)
+ITL = _inference(
+    "infermeter_inter_token_latency_seconds",
+    "histogram",
+    "Gap between consecutive output events; an event of k known tokens counts k "
+    "observations of gap/k.",
+    buckets=TOKEN_LATENCY_BUCKETS,
+)
+TPOT = _inference(
+    "infermeter_time_per_output_token_seconds",
+    "histogram",
+    "Per streaming request with 2+ output tokens: (last output - first output) / "
+    "(output tokens - 1).",
+    buckets=TOKEN_LATENCY_BUCKETS,
+)
+E2E = _inference(
+    "infermeter_request_duration_seconds",
+    "histogram",
+    "From the request head received to the last byte sent to the client.",
+    buckets=LATENCY_BUCKETS,
+)
+PROMPT_TOKENS = _inference(
+    "infermeter_prompt_tokens_total", "counter", "Prompt tokens, from the upstream's usage reports."
+)
+COMPLETION_TOKENS = _inference(
+    "infermeter_completion_tokens_total",
+    "counter",
+    "Output tokens, from the upstream's usage reports (exact).",
+)
+COMPLETION_TOKENS_ESTIMATED = _inference(
+    "infermeter_completion_tokens_estimated_total",
+    "counter",
+    "Output events counted for requests whose response carried no usage report (an estimate).",
+)
+REQUEST_PROMPT_TOKENS = _inference(
+    "infermeter_request_prompt_tokens",
+    "histogram",
+    "Prompt tokens per request (usage reports only).",
+    buckets=TOKEN_COUNT_BUCKETS,
+)
+REQUEST_COMPLETION_TOKENS = _inference(
+    "infermeter_request_completion_tokens",
+    "histogram",
+    "Output tokens per request (usage report, or the event count when there is none).",
+    buckets=TOKEN_COUNT_BUCKETS,
+)
+GOODPUT = _inference(
+    "infermeter_goodput_requests_total",
+    "counter",
+    "Requests that succeeded and met every configured SLO (--slo-ttft, --slo-tpot, --slo-e2e).",
+)
+EVENT_LOOP_LAG = MetricSpec(
+    "infermeter_event_loop_lag_seconds",
+    "histogram",
+    "How late the proxy's event loop ran a timer: when high, measured latencies are inflated "
+    "by the sidecar itself.",
+    buckets=LAG_BUCKETS,
 )
 
 # --- collectors and the sidecar itself -------------------------------------------------------

@@ -89,6 +89,45 @@ class Settings(BaseModel):
         description="Inference server base URL, e.g. http://127.0.0.1:8000. "
         "Unset: no proxy, exporter only.",
     )
+    upstream_connect_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds to establish a connection to the upstream."
+    )
+    upstream_read_timeout: float = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds the upstream may stay silent (before its response or between "
+        "bytes of it); 0: no limit. Long queues and slow first tokens need a generous value.",
+    )
+    upstream_timeout: float = Field(
+        default=0.0, ge=0, description="Seconds a whole upstream exchange may take; 0: no limit."
+    )
+    upstream_pool_size: int = Field(
+        default=1024,
+        ge=1,
+        description="Most connections kept open to the upstream (keep-alive pool).",
+    )
+    drain_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds in-flight requests may take to finish after SIGTERM.",
+    )
+    max_models: int = Field(
+        default=64,
+        ge=1,
+        le=10000,
+        description="Distinct model label values; further models are counted as _other.",
+    )
+    slo_ttft: float | None = Field(
+        default=0.45, gt=0, description="Goodput SLO on time to first token, seconds; none: off."
+    )
+    slo_tpot: float | None = Field(
+        default=0.04,
+        gt=0,
+        description="Goodput SLO on time per output token, seconds; none: off.",
+    )
+    slo_e2e: float | None = Field(
+        default=None, gt=0, description="Goodput SLO on end-to-end latency, seconds; none: off."
+    )
     metrics_listen: HostPort = Field(
         default=HostPort("0.0.0.0", 8091),
         description="Address of /metrics, /healthz and /readyz.",
@@ -141,6 +180,14 @@ class Settings(BaseModel):
         if parts.query or parts.fragment:
             raise ValueError(f"URL must not have a query or fragment, got {value!r}")
         return value.rstrip("/")
+
+    @field_validator("slo_ttft", "slo_tpot", "slo_e2e", "upstream", mode="before")
+    @classmethod
+    def _none(cls, value: object) -> object:
+        """`none` or `off` switches an optional setting off from flags and env."""
+        if isinstance(value, str) and value.strip().lower() in ("none", "off", ""):
+            return None
+        return value
 
     @field_validator("gpus", mode="before")
     @classmethod

@@ -1,0 +1,1 @@
+"""The streaming reverse proxy: the hot path that forwards inference traffic and times it."""

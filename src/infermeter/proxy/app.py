@@ -1,0 +1,354 @@
+"""The proxy's ASGI application: the hot path.
+
+A bare ASGI callable (no framework on the stream path): it forwards every method and
+path to the upstream, streams both bodies without buffering, and feeds a copy of the
+response bytes to the pure stream parsers. Bytes go to the client before they are
+parsed, and a failure of the measuring code never fails the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, NamedTuple
+
+import aiohttp
+from yarl import URL
+
+from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_body
+from infermeter.proxy.headers import request_headers, response_headers
+from infermeter.proxy.recorder import Recorder, Series
+from infermeter.proxy.upstream import UpstreamClient
+from infermeter.streams.api import Api, api_for_path
+from infermeter.streams.parsers import StreamParser, parser_for
+from infermeter.streams.request_info import RequestInfo, parse_request_body
+from infermeter.streams.timing import Outcome, RequestMeter
+
+log = logging.getLogger(__name__)
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Any
+Send = Any
+
+#: How much of a request body is kept to read its model: the OpenAI SDK writes "model"
+#: after "messages", so the whole body of all but huge requests is needed.
+REQUEST_INSPECT_LIMIT = 8 * 1024 * 1024
+STREAMING_TYPES = ("text/event-stream", "application/x-ndjson", "application/jsonl")
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the request first"
+ParserFactory = Callable[..., StreamParser]
+
+
+class Failure(NamedTuple):
+    status: int
+    error_type: str
+    reason: str
+
+
+class _Exchange:
+    """Per-request state shared with the disconnect watcher and the body generator."""
+
+    __slots__ = ("api", "body", "client_gone", "finished", "info", "path", "series")
+
+    def __init__(self, api: Api, path: str) -> None:
+        self.api = api
+        self.path = path
+        self.body = bytearray()
+        self.info: RequestInfo | None = None
+        self.series: Series | None = None
+        self.client_gone = False
+        self.finished = False
+
+
+class ProxyApp:
+    def __init__(
+        self,
+        upstream: str,
+        client: UpstreamClient,
+        recorder: Recorder,
+        parser_factory: ParserFactory = parser_for,
+    ) -> None:
+        self.upstream = upstream
+        self._parser_for = parser_factory
+        self._base = URL(upstream)
+        self._base_path = self._base.raw_path.rstrip("/")
+        self._client = client
+        self._recorder = recorder
+        self.started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._proxy(scope, receive, send, time.perf_counter())
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.started = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._client.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- request ---------------------------------------------------------------------------
+    def _label(self, exchange: _Exchange) -> Series:
+        """Resolve the (model, api) series once the request body has been read."""
+        if exchange.series is None:
+            if exchange.info is None:
+                exchange.info = parse_request_body(
+                    exchange.api, bytes(exchange.body), path=exchange.path
+                )
+                exchange.body = bytearray()
+            exchange.series = self._recorder.series(exchange.info.model, exchange.api)
+            exchange.series.child("in_flight").inc()
+        return exchange.series
+
+    async def _stream_body(
+        self, first: bytes, receive: Receive, exchange: _Exchange, watch: Any
+    ) -> AsyncIterator[bytes]:
+        """Forward a request body that arrives in several messages, as it arrives."""
+        chunk = first
+        while True:
+            if chunk:
+                if len(exchange.body) < REQUEST_INSPECT_LIMIT:
+                    exchange.body += chunk
+                yield chunk
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                exchange.client_gone = True
+                raise ClientStreamAborted("client went away during the upload")
+            chunk = message.get("body", b"")
+            if not message.get("more_body", False):
+                if chunk:
+                    if len(exchange.body) < REQUEST_INSPECT_LIMIT:
+                        exchange.body += chunk
+                    yield chunk
+                self._label(exchange)
+                watch()
+                return
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
+        path: str = scope["path"]
+        exchange = _Exchange(api_for_path(path), path)
+        task = asyncio.current_task()
+        watcher: asyncio.Task[None] | None = None
+
+        def watch() -> None:
+            nonlocal watcher
+            watcher = asyncio.ensure_future(self._watch(receive, exchange, task))
+
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+            return
+        body: bytes = first.get("body", b"")
+        data: bytes | AsyncIterator[bytes] | None
+        if first.get("more_body", False):
+            data = self._stream_body(body, receive, exchange, watch)
+        else:
+            data = body or None
+            exchange.info = parse_request_body(exchange.api, body, path=path)
+            self._label(exchange)
+            watch()
+
+        raw_path: bytes = scope.get("raw_path") or path.encode()
+        target = self._base_path + raw_path.decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        url = self._base.with_path(target, encoded=True) if target else self._base
+        client = scope.get("client")
+        headers = request_headers(
+            scope["headers"], client[0] if client else None, scope.get("scheme", "http")
+        )
+        response: aiohttp.ClientResponse | None = None
+        try:
+            answer = await self._send_upstream(scope["method"], url, headers, data)
+            if isinstance(answer, Failure):
+                await self._upstream_failed(send, exchange, t0, answer)
+                return
+            response = answer
+            await self._relay(response, send, exchange, t0)
+        except asyncio.CancelledError:
+            if not exchange.client_gone or task is None:
+                raise
+            task.uncancel()
+            self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+        except ClientStreamAborted:
+            if exchange.client_gone:  # went away during the upload
+                self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+                return
+            raise
+        finally:
+            exchange.finished = True
+            if watcher is not None:
+                watcher.cancel()
+            if response is not None:
+                response.release()
+            if exchange.series is not None:
+                exchange.series.child("in_flight").dec()
+
+    async def _send_upstream(
+        self, method: str, url: URL, headers: list[tuple[str, str]], data: Any
+    ) -> aiohttp.ClientResponse | Failure:
+        """The upstream's response head, or why there is none."""
+        try:
+            return await self._client.session.request(
+                method, url, headers=headers, data=data, allow_redirects=False
+            )
+        except aiohttp.ConnectionTimeoutError:
+            return Failure(502, "upstream_connect", "timed out connecting to the upstream")
+        except aiohttp.ClientConnectorError as exc:
+            return Failure(
+                502, "upstream_connect", f"cannot connect to the upstream: {exc.os_error}"
+            )
+        except (aiohttp.SocketTimeoutError, TimeoutError):
+            return Failure(504, "upstream_timeout", "the upstream did not answer in time")
+        except aiohttp.ServerDisconnectedError:
+            return Failure(
+                502, "stream_truncated", "the upstream closed the connection without answering"
+            )
+        except aiohttp.ClientError as exc:
+            return Failure(
+                502, "upstream_connect", f"upstream request failed: {type(exc).__name__}"
+            )
+
+    async def _upstream_failed(
+        self, send: Send, exchange: _Exchange, t0: float, failure: Failure
+    ) -> None:
+        status, error_type, why = failure
+        body = error_body(status, error_type, why, self.upstream)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*JSON_HEADERS, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        log.warning(
+            "upstream request failed",
+            extra={"error_type": error_type, "status": status, "reason": why, "api": exchange.api},
+        )
+        self._finish_early(exchange, status, error_type, t0)
+
+    def _finish_early(self, exchange: _Exchange, code: int, error_type: str, t0: float) -> None:
+        """Count a request that ended without a relayed response (errors, disconnects)."""
+        try:
+            series = self._label(exchange)
+            self._recorder.count(series, code, error_type)
+            series.child("e2e").observe(time.perf_counter() - t0)
+        except Exception:
+            log.exception("measuring failed", extra={"error_type": "proxy_internal"})
+
+    async def _watch(self, receive: Receive, exchange: _Exchange, task: Any) -> None:
+        """Cancel the exchange as soon as the client goes away (no leaked upstream work)."""
+        message = await receive()
+        if message["type"] == "http.disconnect" and not exchange.finished:
+            exchange.client_gone = True
+            task.cancel()
+
+    async def _relay(
+        self, response: aiohttp.ClientResponse, send: Send, exchange: _Exchange, t0: float
+    ) -> None:
+        status = response.status
+        content_type = response.headers.get("content-type", "")
+        info = exchange.info or RequestInfo()
+        streaming = content_type.startswith(STREAMING_TYPES) or (
+            info.stream and exchange.api in (Api.OLLAMA_GENERATE, Api.OLLAMA_CHAT)
+        )
+        series = self._label(exchange)
+        meter: RequestMeter | None = None
+        parser: StreamParser | None = None
+        try:
+            if 200 <= status < 300:
+                parser = self._parser_for(
+                    exchange.api,
+                    streaming=streaming,
+                    content_type=content_type,
+                    content_encoding=response.headers.get("content-encoding"),
+                )
+            meter = RequestMeter(
+                t0,
+                streaming,
+                expects_terminal=parser is not None and parser.expects_terminal,
+                on_gap=series.gap,
+            )
+        except Exception as error:  # noqa: BLE001 - measuring must never fail the request
+            self._measuring_failed(series, error)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": response_headers(response.raw_headers),
+            }
+        )
+        outcome = Outcome.COMPLETED
+        first = True
+        try:
+            async for chunk in response.content.iter_any():
+                now = time.perf_counter()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if meter is None:
+                    continue
+                try:
+                    if first:
+                        meter.first_byte(now)
+                        first = False
+                    if parser is not None:
+                        for observation in parser.feed(chunk):
+                            meter.observe(observation, now)
+                except Exception as error:  # noqa: BLE001
+                    self._measuring_failed(series, error)
+                    meter = parser = None
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+            outcome = Outcome.UPSTREAM_RESET
+        except (aiohttp.SocketTimeoutError, TimeoutError):
+            outcome = Outcome.UPSTREAM_TIMEOUT
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not exchange.client_gone or task is None:
+                raise
+            task.uncancel()
+            outcome = Outcome.CLIENT_DISCONNECT
+        end = time.perf_counter()
+        self._record(series, meter, parser, end, status, outcome)
+        if outcome in (Outcome.UPSTREAM_RESET, Outcome.UPSTREAM_TIMEOUT):
+            log.warning(
+                "upstream stream ended early",
+                extra={"outcome": outcome.value, "api": exchange.api, "status": status},
+            )
+            raise ClientStreamAborted(outcome.value)
+
+    def _record(
+        self,
+        series: Series,
+        meter: RequestMeter | None,
+        parser: StreamParser | None,
+        end: float,
+        status: int,
+        outcome: Outcome,
+    ) -> None:
+        code = CLIENT_CLOSED if outcome is Outcome.CLIENT_DISCONNECT else status
+        if meter is None:
+            self._recorder.count(series, code, None)
+            return
+        try:
+            if parser is not None:
+                for observation in parser.close():
+                    meter.observe(observation, end)
+            record = meter.finish(end, status=status, outcome=outcome)
+            self._recorder.count(series, code, record.error_type)
+            self._recorder.observe(series, record)
+        except Exception as error:  # noqa: BLE001
+            self._measuring_failed(series, error)
+
+    def _measuring_failed(self, series: Series, error: Exception) -> None:
+        """Log and count a bug in measuring; the request's bytes keep flowing."""
+        log.error("measuring failed", exc_info=error, extra={"error_type": "proxy_internal"})
+        self._recorder.error(series, "proxy_internal")

@@ -1,0 +1,136 @@
+"""Turns finished request records into Prometheus observations, cheaply and boundedly.
+
+Children of each labelled metric are looked up once per (model, api) and cached, so the
+hot path does no label hashing beyond one dict lookup per request. The `model` label is
+capped: after `max_models` distinct values, new ones are recorded as `_other`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from prometheus_client import CollectorRegistry, Counter
+
+from infermeter import metrics as m
+from infermeter.streams.timing import SLO, RequestRecord, is_good
+
+OTHER_MODEL = "_other"
+UNKNOWN_MODEL = "unknown"
+MAX_MODEL_LENGTH = 200
+
+
+class Series:
+    """The children of the inference metrics for one (model, api), made on first use.
+
+    Lazily: a path that never streams (api="other" GETs, say) gets no empty TTFT or ITL
+    histograms, which would cost dozens of series each.
+    """
+
+    __slots__ = ("_children", "_parents", "api", "model")
+
+    def __init__(self, model: str, api: str, parents: dict[str, Any]) -> None:
+        self.model = model
+        self.api = api
+        self._parents = parents
+        self._children: dict[str, Any] = {}
+
+    def child(self, name: str) -> Any:
+        found = self._children.get(name)
+        if found is None:
+            found = self._children[name] = self._parents[name].labels(self.model, self.api)
+        return found
+
+    def gap(self, gap: float, k: int) -> None:
+        """One ITL gap of k tokens: k observations of gap/k (the sum gets the exact gap)."""
+        itl = self.child("itl")
+        if k == 1:
+            itl.observe(gap)
+            return
+        share = gap / k
+        for _ in range(k):
+            itl.observe(share)
+
+
+class Recorder:
+    def __init__(self, registry: CollectorRegistry, max_models: int, slo: SLO) -> None:
+        self.max_models = max_models
+        self.slo = slo
+        self._requests = cast(Counter, m.REQUESTS.live(registry))
+        self._errors = cast(Counter, m.REQUEST_ERRORS.live(registry))
+        self._metrics = {
+            "in_flight": m.IN_FLIGHT.live(registry),
+            "ttfb": m.TTFB.live(registry),
+            "ttft": m.TTFT.live(registry),
+            "itl": m.ITL.live(registry),
+            "tpot": m.TPOT.live(registry),
+            "e2e": m.E2E.live(registry),
+            "prompt_tokens": m.PROMPT_TOKENS.live(registry),
+            "completion_tokens": m.COMPLETION_TOKENS.live(registry),
+            "completion_estimated": m.COMPLETION_TOKENS_ESTIMATED.live(registry),
+            "request_prompt_tokens": m.REQUEST_PROMPT_TOKENS.live(registry),
+            "request_completion_tokens": m.REQUEST_COMPLETION_TOKENS.live(registry),
+            "goodput": m.GOODPUT.live(registry),
+        }
+        self._models: set[str] = set()
+        self._series: dict[tuple[str, str], Series] = {}
+        self._codes: dict[tuple[str, str, int], Any] = {}
+        self._error_children: dict[tuple[str, str, str], Any] = {}
+
+    def model_label(self, model: str | None) -> str:
+        if not model:
+            return UNKNOWN_MODEL
+        model = model[:MAX_MODEL_LENGTH]
+        if model in self._models:
+            return model
+        if len(self._models) >= self.max_models:
+            return OTHER_MODEL
+        self._models.add(model)
+        return model
+
+    def series(self, model: str | None, api: str) -> Series:
+        label = self.model_label(model)
+        key = (label, api)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = Series(label, api, self._metrics)
+        return found
+
+    def count(self, series: Series, code: int, error_type: str | None) -> None:
+        key = (series.model, series.api, code)
+        child = self._codes.get(key)
+        if child is None:
+            child = self._codes[key] = self._requests.labels(series.model, series.api, str(code))
+        child.inc()
+        if error_type is not None:
+            self.error(series, error_type)
+
+    def error(self, series: Series, error_type: str) -> None:
+        ekey = (series.model, series.api, error_type)
+        child = self._error_children.get(ekey)
+        if child is None:
+            child = self._error_children[ekey] = self._errors.labels(*ekey)
+        child.inc()
+
+    def observe(self, series: Series, record: RequestRecord) -> None:
+        """Latency and token figures of one finished request."""
+        child = series.child
+        if record.ttfb is not None:
+            child("ttfb").observe(record.ttfb)
+        if record.ttft is not None:
+            child("ttft").observe(record.ttft)
+        for gap, k in record.itl:  # empty when the meter fed series.gap as it went
+            series.gap(gap, k)
+        if record.tpot is not None:
+            child("tpot").observe(record.tpot)
+        child("e2e").observe(record.e2e)
+        if record.prompt_tokens is not None:
+            child("prompt_tokens").inc(record.prompt_tokens)
+            child("request_prompt_tokens").observe(record.prompt_tokens)
+        if record.completion_tokens is not None:
+            child("completion_tokens").inc(record.completion_tokens)
+            child("request_completion_tokens").observe(record.completion_tokens)
+        elif record.completion_tokens_estimated is not None:
+            child("completion_estimated").inc(record.completion_tokens_estimated)
+            child("request_completion_tokens").observe(record.completion_tokens_estimated)
+        if is_good(record, self.slo):
+            child("goodput").inc()

@@ -1,0 +1,8 @@
+"""Pure stream parsing and per-request timing for the proxy.
+
+Nothing here does I/O, touches asyncio or Prometheus. The proxy feeds the upstream's raw
+response bytes to a parser (``parsers.parser_for``) chunk by chunk and gets back
+``Observation`` values, which ``timing.RequestMeter`` turns into one ``RequestRecord`` per
+request. Parsers only observe: they never alter or hold back bytes, and they never raise
+on any input (they observe less).
+"""

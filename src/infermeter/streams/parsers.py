@@ -1,0 +1,211 @@
+"""Response-body parsers: Content-Encoding, then framing, then one format's meaning.
+
+The proxy forwards every chunk itself and hands a copy here; a parser only observes. It
+returns one :class:`Observation` per SSE event (comments give none), per non-blank NDJSON
+line, or for a whole JSON body at :meth:`StreamParser.close`. It never raises.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from infermeter.streams.api import Api
+from infermeter.streams.formats.anthropic import AnthropicInterpreter
+from infermeter.streams.formats.base import Interpreter, loads
+from infermeter.streams.formats.ollama import OllamaInterpreter
+from infermeter.streams.formats.openai import OpenAIInterpreter
+from infermeter.streams.formats.responses import ResponsesInterpreter
+from infermeter.streams.formats.tgi import TGIInterpreter
+from infermeter.streams.framing import ContentDecoder, NDJSONDecoder, SSEDecoder, SSEEvent
+from infermeter.streams.observation import Observation
+
+#: Largest non-streaming JSON body buffered for its usage report. Larger bodies (long
+#: completions with logprobs, embeddings of big batches) are passed through but reported
+#: without usage: holding them would cost memory per request in flight.
+MAX_JSON_BODY_BYTES = 8 * 1024 * 1024
+
+_NDJSON_TYPES = frozenset(
+    {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"}
+)
+
+
+class StreamParser(Protocol):
+    """Observes one response body, chunk by chunk."""
+
+    #: The format has a terminal event whose absence means the stream was truncated;
+    #: pass it to :class:`~infermeter.streams.timing.RequestMeter`.
+    expects_terminal: bool
+
+    def feed(self, chunk: bytes) -> list[Observation]:
+        """Observations completed by this chunk of raw (still encoded) body bytes."""
+        ...
+
+    def close(self) -> list[Observation]:
+        """End of body: observations held back waiting for more bytes."""
+        ...
+
+
+class SSEParser:
+    """``text/event-stream`` bodies."""
+
+    __slots__ = ("_closed", "_content", "_interp", "_sse", "expects_terminal")
+
+    def __init__(self, interp: Interpreter, content: ContentDecoder) -> None:
+        self._interp = interp
+        self._content = content
+        self._sse = SSEDecoder()
+        self._closed = False
+        self.expects_terminal = interp.expects_terminal
+
+    def feed(self, chunk: bytes) -> list[Observation]:
+        if self._closed:
+            return []
+        data = self._content.decode(chunk)
+        if not data:
+            return []
+        event = self._interp.event
+        return [event(ev.event, ev.data) for ev in self._sse.feed(data) if isinstance(ev, SSEEvent)]
+
+    def close(self) -> list[Observation]:
+        if self._closed:
+            return []
+        self._closed = True
+        tail = self._content.flush()
+        items = self._sse.feed(tail) if tail else []
+        items += self._sse.close()
+        event = self._interp.event
+        return [event(ev.event, ev.data) for ev in items if isinstance(ev, SSEEvent)]
+
+
+class NDJSONParser:
+    """``application/x-ndjson`` bodies (Ollama)."""
+
+    __slots__ = ("_closed", "_content", "_interp", "_lines", "expects_terminal")
+
+    def __init__(self, interp: Interpreter, content: ContentDecoder) -> None:
+        self._interp = interp
+        self._content = content
+        self._lines = NDJSONDecoder()
+        self._closed = False
+        self.expects_terminal = interp.expects_terminal
+
+    def feed(self, chunk: bytes) -> list[Observation]:
+        if self._closed:
+            return []
+        data = self._content.decode(chunk)
+        if not data:
+            return []
+        event = self._interp.event
+        return [event("", line) for line in self._lines.feed(data)]
+
+    def close(self) -> list[Observation]:
+        if self._closed:
+            return []
+        self._closed = True
+        tail = self._content.flush()
+        lines = self._lines.feed(tail) if tail else []
+        lines += self._lines.close()
+        event = self._interp.event
+        return [event("", line) for line in lines]
+
+
+class JSONBodyParser:
+    """A non-streaming JSON body, read whole at :meth:`close` for its usage report.
+
+    Bounded: past :data:`MAX_JSON_BODY_BYTES` of decoded body it stops buffering and
+    reports nothing. ``expects_terminal`` is False: a cut body shows up as the transfer's
+    own failure, not as a missing event.
+    """
+
+    __slots__ = ("_closed", "_content", "_interp", "_max", "_parts", "_size", "expects_terminal")
+
+    def __init__(
+        self, interp: Interpreter, content: ContentDecoder, max_bytes: int | None = None
+    ) -> None:
+        self._interp = interp
+        self._content = content
+        self._max = MAX_JSON_BODY_BYTES if max_bytes is None else max_bytes
+        self._parts: list[bytes] | None = []  # None once over the cap
+        self._size = 0
+        self._closed = False
+        self.expects_terminal = False
+
+    def feed(self, chunk: bytes) -> list[Observation]:
+        if self._parts is not None and not self._closed:
+            self._keep(self._content.decode(chunk))
+        return []
+
+    def close(self) -> list[Observation]:
+        if self._closed:
+            return []
+        self._closed = True
+        if self._parts is not None:
+            self._keep(self._content.flush())
+        parts, self._parts = self._parts, None
+        if not parts or self._content.failed:
+            return []
+        return self._interp.body(loads(b"".join(parts)))
+
+    def _keep(self, data: bytes) -> None:
+        if not data or self._parts is None:
+            return
+        self._size += len(data)
+        if self._size > self._max:
+            self._parts = None
+        else:
+            self._parts.append(data)
+
+
+class GenericParser:
+    """Unknown formats: observes nothing; the request is timed by bytes only."""
+
+    __slots__ = ("expects_terminal",)
+
+    def __init__(self) -> None:
+        self.expects_terminal = False
+
+    def feed(self, chunk: bytes) -> list[Observation]:
+        return []
+
+    def close(self) -> list[Observation]:
+        return []
+
+
+def interpreter_for(api: Api) -> Interpreter:
+    """The meaning of ``api``'s events; ``other`` is read as OpenAI-compatible, without
+    expecting ``[DONE]`` (an unknown path may be anything)."""
+    if api is Api.RESPONSES:
+        return ResponsesInterpreter()
+    if api is Api.ANTHROPIC_MESSAGES:
+        return AnthropicInterpreter()
+    if api is Api.TGI_GENERATE:
+        return TGIInterpreter()
+    if api in (Api.OLLAMA_GENERATE, Api.OLLAMA_CHAT):
+        return OllamaInterpreter()
+    return OpenAIInterpreter(expects_terminal=api is not Api.OTHER)
+
+
+def media_type(content_type: str | None) -> str:
+    """``text/event-stream; charset=utf-8`` -> ``text/event-stream``."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parser_for(
+    api: Api, *, streaming: bool, content_type: str | None, content_encoding: str | None
+) -> StreamParser:
+    """Pick a parser from the response's content type, falling back on the request.
+
+    SSE for ``text/event-stream``; NDJSON for NDJSON types, and for Ollama paths when the
+    request streams (whatever the content type says); a JSON body for ``application/json``
+    and ``+json`` types; the generic parser otherwise (HTML error pages, unknown types).
+    """
+    mt = media_type(content_type)
+    content = ContentDecoder(content_encoding)
+    interp = interpreter_for(api)
+    if mt == "text/event-stream":
+        return SSEParser(interp, content)
+    if mt in _NDJSON_TYPES or (streaming and api in (Api.OLLAMA_GENERATE, Api.OLLAMA_CHAT)):
+        return NDJSONParser(interp, content)
+    if mt == "application/json" or mt.endswith("+json"):
+        return JSONBodyParser(interp, content)
+    return GenericParser()

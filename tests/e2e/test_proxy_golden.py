@@ -1,0 +1,81 @@
+"""/metrics of a scripted workload through the proxy, compared with a golden file."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.sidecar import run_sidecar
+from tests.upstream import Script, scripted_upstream, sse
+
+pytestmark = pytest.mark.e2e
+GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden" / "proxy-workload.prom"
+# Timing-dependent lines: latency buckets and sums (counts stay), the sidecar's own figures.
+VOLATILE = re.compile(
+    r"^(process_|python_|infermeter_process_|infermeter_collector_duration_seconds|"
+    r"infermeter_build_info|infermeter_event_loop_lag_seconds|"
+    r"infermeter_\w+_seconds_(bucket|sum))"
+)
+ROLE = '{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'
+TOKEN = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
+USAGE = '{"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}}'
+
+
+def stable(text: str) -> str:
+    kept = []
+    for line in text.splitlines():
+        name = line.removeprefix("# HELP ").removeprefix("# TYPE ")
+        if not VOLATILE.match(name):
+            kept.append(line + "\n")
+    return "".join(kept)
+
+
+def test_workload_golden_and_promtool(tmp_path: Path, update_golden: bool) -> None:
+    chat = "/v1/chat/completions"
+    with scripted_upstream() as upstream:
+        upstream.script(
+            chat, Script([(0, sse(ROLE)), (0.01, sse(TOKEN, TOKEN, TOKEN, USAGE, "[DONE]"))])
+        )
+        upstream.script("/v1/completions", Script([(0, sse(TOKEN, TOKEN))]))  # no [DONE], no usage
+        upstream.script(
+            "/api/generate",
+            Script(
+                [
+                    (0, b'{"response":"a","done":false}\n'),
+                    (0.01, b'{"response":"","done":true,"eval_count":2}\n'),
+                ],
+                headers={"content-type": "application/x-ndjson"},
+            ),
+        )
+        upstream.script(
+            "/v1/models",
+            Script([(0, b'{"data":[]}')], headers={"content-type": "application/json"}),
+        )
+        upstream.script(
+            "/bad", Script([(0, b"{}")], status=400, headers={"content-type": "application/json"})
+        )
+        with run_sidecar(
+            tmp_path, "--no-gpu-metrics", "--max-models", "2", upstream=upstream.url
+        ) as sidecar:
+            proxy = sidecar.proxy_url
+            for model in ("llama", "llama", "qwen", "mistral", "phi"):
+                httpx.post(proxy + chat, json={"model": model, "stream": True}).raise_for_status()
+            httpx.post(proxy + "/v1/completions", json={"model": "llama", "stream": True})
+            httpx.post(proxy + "/api/generate", json={"model": "llama3"})
+            httpx.get(proxy + "/v1/models")
+            httpx.post(proxy + "/bad", json={})
+            text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="400")
+    if update_golden:
+        GOLDEN.write_text(stable(text))
+    assert stable(text) == GOLDEN.read_text()
+    promtool = shutil.which("promtool")
+    assert promtool
+    lint = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+    assert lint.returncode == 0, lint
+    assert not lint.stdout.strip(), lint.stdout
+    assert not lint.stderr.strip(), lint.stderr

@@ -1,0 +1,153 @@
+"""Proxy pieces without a server process: header hygiene, and the measuring-failure rule.
+
+The ASGI application is driven directly through its ASGI interface (as uvicorn drives it)
+against a real scripted upstream on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from infermeter.proxy.app import ProxyApp
+from infermeter.proxy.headers import request_headers, response_headers
+from infermeter.proxy.recorder import OTHER_MODEL, UNKNOWN_MODEL, Recorder
+from infermeter.proxy.upstream import UpstreamClient
+from infermeter.streams.observation import Observation
+from infermeter.streams.timing import SLO
+from tests.upstream import Script, scripted_upstream, sse
+
+
+def test_request_headers_drop_hop_by_hop_and_add_forwarding() -> None:
+    raw = [
+        (b"Host", b"sidecar:8090"),
+        (b"Connection", b"keep-alive, X-Secret-Hop"),
+        (b"X-Secret-Hop", b"1"),
+        (b"Keep-Alive", b"timeout=5"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"TE", b"trailers"),
+        (b"Upgrade", b"h2c"),
+        (b"Authorization", b"Bearer k"),
+        (b"X-Forwarded-For", b"10.0.0.1"),
+        (b"Accept", b"text/event-stream"),
+        (b"Accept", b"application/json"),
+    ]
+    out = request_headers(raw, "127.0.0.9", "http")
+    names = [name for name, _ in out]
+    for gone in (
+        "host",
+        "connection",
+        "x-secret-hop",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+    ):
+        assert gone not in names
+    assert ("authorization", "Bearer k") in out
+    assert [v for n, v in out if n == "accept"] == ["text/event-stream", "application/json"]
+    assert ("x-forwarded-for", "10.0.0.1, 127.0.0.9") in out
+    assert ("x-forwarded-proto", "http") in out
+    assert ("x-forwarded-host", "sidecar:8090") in out
+
+
+def test_existing_forwarded_proto_and_host_are_kept() -> None:
+    raw = [(b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"api.example")]
+    out = request_headers(raw, None, "http")
+    assert ("x-forwarded-proto", "https") in out
+    assert ("x-forwarded-host", "api.example") in out
+    assert not [n for n, _ in out if n == "x-forwarded-for"]
+
+
+def test_response_headers_drop_hop_by_hop() -> None:
+    raw = [
+        (b"Content-Type", b"text/event-stream"),
+        (b"Transfer-Encoding", b"chunked"),
+        (b"Connection", b"close"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+    ]
+    assert response_headers(raw) == [
+        (b"content-type", b"text/event-stream"),
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+    ]
+
+
+def test_model_label_is_capped() -> None:
+    recorder = Recorder(CollectorRegistry(), max_models=2, slo=SLO(None, None, None))
+    labels = [recorder.model_label(m) for m in ("a", "b", "c", "a", None, "x" * 500)]
+    assert labels == ["a", "b", OTHER_MODEL, "a", UNKNOWN_MODEL, OTHER_MODEL]
+
+
+class ExplodingParser:
+    expects_terminal = True
+
+    def feed(self, chunk: bytes) -> list[Observation]:
+        raise RuntimeError("parser bug")
+
+    def close(self) -> list[Observation]:
+        return []
+
+
+async def call(app: ProxyApp, body: bytes) -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+    done = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop(0)
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "scheme": "http",
+    }
+    await app(scope, receive, send)
+    done.set()
+    return sent
+
+
+def test_a_measuring_failure_never_fails_the_request(caplog: pytest.LogCaptureFixture) -> None:
+    token = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
+    body = sse(token, token, "[DONE]")
+    with scripted_upstream() as upstream:
+        upstream.script("/v1/chat/completions", Script([(0, body[:20]), (0.01, body[20:])]))
+        registry = CollectorRegistry()
+        client = UpstreamClient(pool_size=4, connect_timeout=5, read_timeout=5, total_timeout=0)
+        recorder = Recorder(registry, 8, SLO(None, None, None))
+        app = ProxyApp(upstream.url, client, recorder, lambda *a, **k: ExplodingParser())
+
+        async def scenario() -> list[dict[str, Any]]:
+            try:
+                return await call(app, b'{"model": "m", "stream": true}')
+            finally:
+                await client.close()
+
+        with caplog.at_level(logging.ERROR):
+            sent = asyncio.run(scenario())
+    assert sent[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == body
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    labels = {"model": "m", "api": "chat_completions"}
+    errors = registry.get_sample_value(
+        "infermeter_request_errors_total", {**labels, "error_type": "proxy_internal"}
+    )
+    assert errors == 1.0
+    assert registry.get_sample_value("infermeter_requests_total", {**labels, "code": "200"}) == 1.0
+    assert any(r.message == "measuring failed" for r in caplog.records)
