@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := prometheus libcjson-dev gcc libc6-dev
+APT_PACKAGES := prometheus prometheus-alertmanager libcjson-dev gcc libc6-dev
 
 .PHONY: test lint unit system-deps demo bench golden docs clean
 
@@ -16,10 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Tools the tests run for real: promtool (Debian prometheus), gcc and cJSON for the fake NVML.
+# Tools the tests run for real: Prometheus and promtool, Alertmanager, gcc and cJSON (fake NVML).
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	[ -f /usr/include/cjson/cJSON.h ] || missing="$$missing libcjson-dev"; \
 	if [ -n "$$missing" ]; then \
@@ -39,8 +40,9 @@ unit: $(STAMP)
 demo: system-deps $(STAMP) ## the sidecar on 2 simulated GPUs (fake NVML), until Ctrl-C
 	$(PY) -m tests.demo
 
-bench: system-deps $(STAMP)
+bench: system-deps $(STAMP) ## benchmarks; results in bench/results/
 	$(PY) -m bench.scrape
+	$(PY) -m bench.proxy_latency
 
 golden: system-deps $(STAMP) ## rewrite golden /metrics files after an intended change
 	$(PY) -m pytest tests/e2e -k golden --update-golden

@@ -27,9 +27,11 @@ def test_catalogue_follows_prometheus_naming() -> None:
 
 
 def test_golden_metrics_are_all_in_the_catalogue() -> None:
-    golden = (ROOT / "tests/fixtures/golden/gpu-8.prom").read_text()
     exported = {
-        line.split()[2] for line in golden.splitlines() if line.startswith("# TYPE infermeter_")
+        line.split()[2]
+        for golden in (ROOT / "tests/fixtures/golden").glob("*.prom")
+        for line in golden.read_text().splitlines()
+        if line.startswith("# TYPE infermeter_")
     }
     declared = {spec.name for spec in m.CATALOGUE}  # the text format TYPEs counters as *_total
     assert exported <= declared

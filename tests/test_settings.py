@@ -30,6 +30,40 @@ def test_precedence_flags_over_env_over_file_over_defaults(tmp_path: Path) -> No
     assert settings.metrics_listen.port == 8091  # default
 
 
+def test_slo_settings_switch_off_with_none() -> None:
+    settings = load_settings(
+        {"slo_ttft": "none", "slo_e2e": "2.5"}, environ={"INFERMETER_SLO_TPOT": "off"}
+    )
+    assert (settings.slo_ttft, settings.slo_tpot, settings.slo_e2e) == (None, None, 2.5)
+    assert Settings().slo_ttft == 0.45
+    assert Settings().slo_tpot == 0.04
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            {"slo_ttft": "-1"},
+            "invalid setting slo_ttft (--slo-ttft='-1'): Input should be greater than 0",
+        ),
+        (
+            {"max_models": "0"},
+            "invalid setting max_models (--max-models='0'): Input should be greater than or equal",
+        ),
+        (
+            {"upstream_pool_size": "x"},
+            "invalid setting upstream_pool_size (--upstream-pool-size='x')",
+        ),
+        ({"upstream_read_timeout": "-2"}, "invalid setting upstream_read_timeout"),
+        ({"drain_timeout": "soon"}, "invalid setting drain_timeout (--drain-timeout='soon')"),
+    ],
+)
+def test_proxy_settings_validation(source: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(source, environ={})
+    assert message in str(info.value)
+
+
 def test_config_file_from_env(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("upstream: http://127.0.0.1:8000/\n")

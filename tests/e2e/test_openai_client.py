@@ -53,6 +53,9 @@ def test_chat_streaming_with_usage(rig: tuple[openai.OpenAI, Sidecar]) -> None:
     assert value(text, "infermeter_completion_tokens_estimated_total", **labels) is None
     assert "canary-prompt-7f3a" not in text
     assert "canary-prompt-7f3a" not in sidecar.log()
+    lag = value(text, "infermeter_event_loop_lag_seconds_count")
+    assert lag is not None
+    assert lag > 0
 
 
 def test_chat_streaming_without_usage_is_estimated(rig: tuple[openai.OpenAI, Sidecar]) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.sidecar import free_port, run_sidecar, value, wait_for
+from tests.sidecar import free_port, run_sidecar, samples, value, wait_for
 from tests.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -90,7 +91,7 @@ def test_error_event_in_a_200_stream_is_a_stream_error(tmp_path: Path) -> None:
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
     assert response.content == sse(ROLE, TOKEN) + sse(failure, "[DONE]")
     assert errors(text, "stream_error") == 1.0
-    assert value(text, "infermeter_goodput_requests_total", model="m1") == 0.0
+    assert value(text, "infermeter_goodput_requests_total", model="m1") is None
 
 
 @pytest.mark.parametrize(
@@ -140,3 +141,43 @@ def test_client_disconnect_while_waiting_for_the_first_byte(tmp_path: Path) -> N
                 "infermeter_request_errors_total", 1.0, error_type="client_disconnect"
             )
     assert value(text, "infermeter_requests_total", code="499") == 1.0
+
+
+def test_client_gone_mid_upload_is_a_client_disconnect(tmp_path: Path) -> None:
+    with scripted_upstream() as upstream:
+        upstream.script(CHAT, Script([(0, sse(ROLE, "[DONE]"))]))
+        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+            port = int(sidecar.proxy_url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as raw:
+                raw.sendall(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+                    + b'{"model": "up", "messages": "'
+                    + b"a" * 200_000
+                )
+                time.sleep(0.3)
+            text = sidecar.wait_metric(
+                "infermeter_request_errors_total", 1.0, error_type="client_disconnect"
+            )
+    assert value(text, "infermeter_requests_total", code="499") == 1.0
+    assert value(text, "infermeter_request_errors_total", error_type="upstream_connect") is None
+    in_flight = [v for (n, _), v in samples(text).items() if n == "infermeter_requests_in_flight"]
+    assert all(v == 0.0 for v in in_flight)
+
+
+def test_client_gone_before_the_body_leaves_nothing_in_flight(tmp_path: Path) -> None:
+    with (
+        scripted_upstream() as upstream,
+        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+    ):
+        port = int(sidecar.proxy_url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+            )
+            time.sleep(0.3)
+        text = sidecar.wait_metric(
+            "infermeter_request_errors_total", 1.0, error_type="client_disconnect"
+        )
+    in_flight = [v for (n, _), v in samples(text).items() if n == "infermeter_requests_in_flight"]
+    assert all(v == 0.0 for v in in_flight)

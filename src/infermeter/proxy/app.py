@@ -49,7 +49,7 @@ class Failure(NamedTuple):
 class _Exchange:
     """Per-request state shared with the disconnect watcher and the body generator."""
 
-    __slots__ = ("api", "body", "client_gone", "finished", "info", "path", "series")
+    __slots__ = ("api", "body", "client_gone", "finished", "in_flight", "info", "path", "series")
 
     def __init__(self, api: Api, path: str) -> None:
         self.api = api
@@ -57,6 +57,7 @@ class _Exchange:
         self.body = bytearray()
         self.info: RequestInfo | None = None
         self.series: Series | None = None
+        self.in_flight: Any = None  # the gauge child, once incremented
         self.client_gone = False
         self.finished = False
 
@@ -105,11 +106,16 @@ class ProxyApp:
                 )
                 exchange.body = bytearray()
             exchange.series = self._recorder.series(exchange.info.model, exchange.api)
-            exchange.series.child("in_flight").inc()
         return exchange.series
 
+    def _body_done(self, exchange: _Exchange, watch: Callable[[], None]) -> None:
+        """The request is whole: it is in flight under its labels, and we watch the client."""
+        exchange.in_flight = self._label(exchange).child("in_flight")
+        exchange.in_flight.inc()
+        watch()
+
     async def _stream_body(
-        self, first: bytes, receive: Receive, exchange: _Exchange, watch: Any
+        self, first: bytes, receive: Receive, exchange: _Exchange, watch: Callable[[], None]
     ) -> AsyncIterator[bytes]:
         """Forward a request body that arrives in several messages, as it arrives."""
         chunk = first
@@ -128,8 +134,7 @@ class ProxyApp:
                     if len(exchange.body) < REQUEST_INSPECT_LIMIT:
                         exchange.body += chunk
                     yield chunk
-                self._label(exchange)
-                watch()
+                self._body_done(exchange, watch)
                 return
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
@@ -153,8 +158,7 @@ class ProxyApp:
         else:
             data = body or None
             exchange.info = parse_request_body(exchange.api, body, path=path)
-            self._label(exchange)
-            watch()
+            self._body_done(exchange, watch)
 
         raw_path: bytes = scope.get("raw_path") or path.encode()
         target = self._base_path + raw_path.decode("latin-1")
@@ -169,7 +173,10 @@ class ProxyApp:
         try:
             answer = await self._send_upstream(scope["method"], url, headers, data)
             if isinstance(answer, Failure):
-                await self._upstream_failed(send, exchange, t0, answer)
+                if exchange.client_gone:  # the upload broke off: nobody to answer
+                    self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+                else:
+                    await self._upstream_failed(send, exchange, t0, answer)
                 return
             response = answer
             await self._relay(response, send, exchange, t0)
@@ -189,8 +196,8 @@ class ProxyApp:
                 watcher.cancel()
             if response is not None:
                 response.release()
-            if exchange.series is not None:
-                exchange.series.child("in_flight").dec()
+            if exchange.in_flight is not None:
+                exchange.in_flight.dec()
 
     async def _send_upstream(
         self, method: str, url: URL, headers: list[tuple[str, str]], data: Any
@@ -212,7 +219,7 @@ class ProxyApp:
             return Failure(
                 502, "stream_truncated", "the upstream closed the connection without answering"
             )
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, ClientStreamAborted) as exc:
             return Failure(
                 502, "upstream_connect", f"upstream request failed: {type(exc).__name__}"
             )
