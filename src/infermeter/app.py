@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import platform
 import signal
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from infermeter.proxy.recorder import Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.settings import Settings
 from infermeter.streams.timing import SLO
+from infermeter.tracing import Tracing, TracingConfig, enabled_by_environment
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class Sidecar:
         self.registry.register(CollectorSet(parts))
         self.proxy: ProxyApp | None = None
         self.proxy_server: _ProxyServer | None = None
+        self.tracing: Tracing | None = None
         if settings.upstream is not None:
             self._build_proxy(settings, settings.upstream)
         self.metrics_server = MetricsServer(settings.metrics_listen, self.registry, self.readiness)
@@ -94,7 +97,8 @@ class Sidecar:
             read_timeout=settings.upstream_read_timeout,
             total_timeout=settings.upstream_timeout,
         )
-        self.proxy = ProxyApp(upstream, client, recorder)
+        self.tracing = make_tracing(settings, upstream)
+        self.proxy = ProxyApp(upstream, client, recorder, tracing=self.tracing)
         self.lag = cast(Histogram, m.EVENT_LOOP_LAG.live(self.registry))
         config = uvicorn.Config(
             self.proxy,
@@ -148,9 +152,30 @@ class Sidecar:
         finally:
             for task in tasks:
                 task.cancel()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # flushes the spans of the last requests
             if self.poller is not None:
                 self.poller.stop()
             self.metrics_server.stop()
+
+
+def make_tracing(settings: Settings, upstream: str) -> Tracing | None:
+    """Tracing is off unless asked for, by our flag or by the standard OTEL_* variables."""
+    if settings.otlp_endpoint is None and not enabled_by_environment(os.environ):
+        return None
+    config = TracingConfig(
+        endpoint=settings.otlp_endpoint,
+        sample_ratio=settings.trace_sample_ratio,
+        metrics=settings.otlp_metrics,
+        capture_content=settings.capture_content,
+        capture_max_bytes=settings.capture_content_max_bytes,
+    )
+    log.info(
+        "tracing on",
+        extra={"endpoint": settings.otlp_endpoint or "from OTEL_* environment",
+               "sample_ratio": settings.trace_sample_ratio},
+    )  # fmt: skip
+    return Tracing(config, upstream)
 
 
 def _has(module: str) -> bool:

@@ -128,6 +128,31 @@ class Settings(BaseModel):
     slo_e2e: float | None = Field(
         default=None, gt=0, description="Goodput SLO on end-to-end latency, seconds; none: off."
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP endpoint for traces (and --otlp-metrics), e.g. "
+        "http://otel-collector:4318. Unset: tracing is on only if the standard "
+        "OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT variables are set.",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Fraction of new traces sampled; a sampled or unsampled incoming "
+        "traceparent decides for its own request (parent-based).",
+    )
+    otlp_metrics: bool = Field(
+        default=False,
+        description="Also export the GenAI OpenTelemetry metrics (gen_ai.client.*) over OTLP.",
+    )
+    capture_content: bool = Field(
+        default=False,
+        description="Put prompt and completion text on spans (opt-in: they may hold personal "
+        "data). Never logged, never in metrics.",
+    )
+    capture_content_max_bytes: int = Field(
+        default=4096, ge=1, description="Bytes of prompt and of completion kept per span."
+    )
     metrics_listen: HostPort = Field(
         default=HostPort("0.0.0.0", 8091),
         description="Address of /metrics, /healthz and /readyz.",
@@ -165,9 +190,9 @@ class Settings(BaseModel):
     def _host_port(cls, value: object) -> HostPort:
         return parse_host_port(value)
 
-    @field_validator("upstream")
+    @field_validator("upstream", "otlp_endpoint")
     @classmethod
-    def _upstream(cls, value: str | None) -> str | None:
+    def _url(cls, value: str | None) -> str | None:
         if value is None:
             return None
         parts = urlsplit(value)
@@ -181,7 +206,7 @@ class Settings(BaseModel):
             raise ValueError(f"URL must not have a query or fragment, got {value!r}")
         return value.rstrip("/")
 
-    @field_validator("slo_ttft", "slo_tpot", "slo_e2e", "upstream", mode="before")
+    @field_validator("slo_ttft", "slo_tpot", "slo_e2e", "upstream", "otlp_endpoint", mode="before")
     @classmethod
     def _none(cls, value: object) -> object:
         """`none` or `off` switches an optional setting off from flags and env."""

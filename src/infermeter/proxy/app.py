@@ -25,6 +25,7 @@ from infermeter.streams.api import Api, api_for_path
 from infermeter.streams.parsers import StreamParser, parser_for
 from infermeter.streams.request_info import RequestInfo, parse_request_body
 from infermeter.streams.timing import Outcome, RequestMeter
+from infermeter.tracing import RequestTrace, Tracing
 
 log = logging.getLogger(__name__)
 Scope = dict[str, Any]
@@ -49,7 +50,17 @@ class Failure(NamedTuple):
 class _Exchange:
     """Per-request state shared with the disconnect watcher and the body generator."""
 
-    __slots__ = ("api", "body", "client_gone", "finished", "in_flight", "info", "path", "series")
+    __slots__ = (
+        "api",
+        "body",
+        "client_gone",
+        "finished",
+        "in_flight",
+        "info",
+        "path",
+        "series",
+        "trace",
+    )
 
     def __init__(self, api: Api, path: str) -> None:
         self.api = api
@@ -58,6 +69,7 @@ class _Exchange:
         self.info: RequestInfo | None = None
         self.series: Series | None = None
         self.in_flight: Any = None  # the gauge child, once incremented
+        self.trace: RequestTrace | None = None
         self.client_gone = False
         self.finished = False
 
@@ -69,8 +81,10 @@ class ProxyApp:
         client: UpstreamClient,
         recorder: Recorder,
         parser_factory: ParserFactory = parser_for,
+        tracing: Tracing | None = None,
     ) -> None:
         self.upstream = upstream
+        self._tracing = tracing
         self._parser_for = parser_factory
         self._base = URL(upstream)
         self._base_path = self._base.raw_path.rstrip("/")
@@ -104,14 +118,18 @@ class ProxyApp:
                 exchange.info = parse_request_body(
                     exchange.api, bytes(exchange.body), path=exchange.path
                 )
-                exchange.body = bytearray()
             exchange.series = self._recorder.series(exchange.info.model, exchange.api)
         return exchange.series
 
-    def _body_done(self, exchange: _Exchange, watch: Callable[[], None]) -> None:
+    def _body_done(self, exchange: _Exchange, watch: Callable[[], None], body: bytes) -> None:
         """The request is whole: it is in flight under its labels, and we watch the client."""
-        exchange.in_flight = self._label(exchange).child("in_flight")
+        series = self._label(exchange)
+        exchange.body = bytearray()
+        exchange.in_flight = series.child("in_flight")
         exchange.in_flight.inc()
+        if exchange.trace is not None and exchange.info is not None:
+            info = exchange.info
+            exchange.trace.request(info.model, series.model, info.stream, body)
         watch()
 
     async def _stream_body(
@@ -134,12 +152,14 @@ class ProxyApp:
                     if len(exchange.body) < REQUEST_INSPECT_LIMIT:
                         exchange.body += chunk
                     yield chunk
-                self._body_done(exchange, watch)
+                self._body_done(exchange, watch, bytes(exchange.body))
                 return
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
         path: str = scope["path"]
         exchange = _Exchange(api_for_path(path), path)
+        if self._tracing is not None:
+            exchange.trace = self._tracing.start(scope["headers"], scope["method"], exchange.api)
         task = asyncio.current_task()
         watcher: asyncio.Task[None] | None = None
 
@@ -158,7 +178,7 @@ class ProxyApp:
         else:
             data = body or None
             exchange.info = parse_request_body(exchange.api, body, path=path)
-            self._body_done(exchange, watch)
+            self._body_done(exchange, watch, body)
 
         raw_path: bytes = scope.get("raw_path") or path.encode()
         target = self._base_path + raw_path.decode("latin-1")
@@ -169,6 +189,8 @@ class ProxyApp:
         headers = request_headers(
             scope["headers"], client[0] if client else None, scope.get("scheme", "http")
         )
+        if exchange.trace is not None:
+            headers = exchange.trace.upstream_headers(headers)
         response: aiohttp.ClientResponse | None = None
         try:
             answer = await self._send_upstream(scope["method"], url, headers, data)
@@ -247,8 +269,11 @@ class ProxyApp:
         """Count a request that ended without a relayed response (errors, disconnects)."""
         try:
             series = self._label(exchange)
+            e2e = time.perf_counter() - t0
             self._recorder.count(series, code, error_type)
-            series.child("e2e").observe(time.perf_counter() - t0)
+            series.child("e2e").observe(e2e)
+            if exchange.trace is not None:
+                exchange.trace.finish(code, error_type, None, e2e)
         except Exception:
             log.exception("measuring failed", extra={"error_type": "proxy_internal"})
 
@@ -283,7 +308,7 @@ class ProxyApp:
                 t0,
                 streaming,
                 expects_terminal=parser is not None and parser.expects_terminal,
-                on_gap=series.gap,
+                on_gap=self._gap_sink(series, exchange.trace),
             )
         except Exception as error:  # noqa: BLE001 - measuring must never fail the request
             self._measuring_failed(series, error)
@@ -296,10 +321,15 @@ class ProxyApp:
         )
         outcome = Outcome.COMPLETED
         first = True
+        capture = (
+            exchange.trace if exchange.trace is not None and exchange.trace.capturing else None
+        )
         try:
             async for chunk in response.content.iter_any():
                 now = time.perf_counter()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if capture is not None:
+                    capture.response_bytes(chunk)
                 if meter is None:
                     continue
                 try:
@@ -324,7 +354,7 @@ class ProxyApp:
             task.uncancel()
             outcome = Outcome.CLIENT_DISCONNECT
         end = time.perf_counter()
-        self._record(series, meter, parser, end, status, outcome)
+        self._record(series, meter, parser, end, status, outcome, exchange.trace, end - t0)
         if outcome in (Outcome.UPSTREAM_RESET, Outcome.UPSTREAM_TIMEOUT):
             log.warning(
                 "upstream stream ended early",
@@ -340,20 +370,39 @@ class ProxyApp:
         end: float,
         status: int,
         outcome: Outcome,
+        trace: RequestTrace | None,
+        e2e: float,
     ) -> None:
         code = CLIENT_CLOSED if outcome is Outcome.CLIENT_DISCONNECT else status
-        if meter is None:
-            self._recorder.count(series, code, None)
-            return
+        record = None
         try:
-            if parser is not None:
-                for observation in parser.close():
-                    meter.observe(observation, end)
-            record = meter.finish(end, status=status, outcome=outcome)
-            self._recorder.count(series, code, record.error_type)
-            self._recorder.observe(series, record)
+            if meter is None:
+                self._recorder.count(series, code, None)
+            else:
+                if parser is not None:
+                    for observation in parser.close():
+                        meter.observe(observation, end)
+                record = meter.finish(end, status=status, outcome=outcome)
+                self._recorder.count(series, code, record.error_type)
+                self._recorder.observe(series, record, trace.exemplar if trace else None)
+            if trace is not None:
+                error = record.error_type if record is not None else None
+                trace.finish(code, error, record, e2e)
         except Exception as error:  # noqa: BLE001
             self._measuring_failed(series, error)
+
+    @staticmethod
+    def _gap_sink(series: Series, trace: RequestTrace | None) -> Callable[[float, int], None]:
+        """Where ITL gaps go as they happen: the histogram, plus exemplar and OTLP metric."""
+        if trace is None:
+            return series.gap
+        exemplar = trace.exemplar
+
+        def gap(seconds: float, k: int) -> None:
+            series.gap(seconds, k, exemplar)
+            trace.gap(seconds)
+
+        return gap
 
     def _measuring_failed(self, series: Series, error: Exception) -> None:
         """Log and count a bug in measuring; the request's bytes keep flowing."""

@@ -40,15 +40,15 @@ class Series:
             found = self._children[name] = self._parents[name].labels(self.model, self.api)
         return found
 
-    def gap(self, gap: float, k: int) -> None:
+    def gap(self, gap: float, k: int, exemplar: dict[str, str] | None = None) -> None:
         """One ITL gap of k tokens: k observations of gap/k (the sum gets the exact gap)."""
         itl = self.child("itl")
         if k == 1:
-            itl.observe(gap)
+            itl.observe(gap, exemplar)
             return
         share = gap / k
         for _ in range(k):
-            itl.observe(share)
+            itl.observe(share, exemplar)
 
 
 class Recorder:
@@ -111,18 +111,20 @@ class Recorder:
             child = self._error_children[ekey] = self._errors.labels(*ekey)
         child.inc()
 
-    def observe(self, series: Series, record: RequestRecord) -> None:
-        """Latency and token figures of one finished request."""
+    def observe(
+        self, series: Series, record: RequestRecord, exemplar: dict[str, str] | None = None
+    ) -> None:
+        """Latency and token figures of one finished request; `exemplar`: its sampled trace."""
         child = series.child
         if record.ttfb is not None:
             child("ttfb").observe(record.ttfb)
         if record.ttft is not None:
-            child("ttft").observe(record.ttft)
+            child("ttft").observe(record.ttft, exemplar)
         for gap, k in record.itl:  # empty when the meter fed series.gap as it went
-            series.gap(gap, k)
+            series.gap(gap, k, exemplar)
         if record.tpot is not None:
             child("tpot").observe(record.tpot)
-        child("e2e").observe(record.e2e)
+        child("e2e").observe(record.e2e, exemplar)
         if record.prompt_tokens is not None:
             child("prompt_tokens").inc(record.prompt_tokens)
             child("request_prompt_tokens").observe(record.prompt_tokens)

@@ -1,0 +1,46 @@
+"""Tracing off costs nothing: no span object is ever created per request."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from opentelemetry.trace import Span
+from prometheus_client import CollectorRegistry
+
+from infermeter.proxy.app import ProxyApp
+from infermeter.proxy.recorder import Recorder
+from infermeter.proxy.upstream import UpstreamClient
+from infermeter.streams.timing import SLO
+from tests.test_proxy_unit import call
+from tests.upstream import Script, scripted_upstream, sse
+
+
+def live_spans() -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, Span))
+
+
+def test_no_span_objects_without_tracing() -> None:
+    token = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
+    with scripted_upstream() as upstream:
+        upstream.script("/v1/chat/completions", Script([(0, sse(token, token, "[DONE]"))]))
+        client = UpstreamClient(pool_size=4, connect_timeout=5, read_timeout=5, total_timeout=0)
+        app = ProxyApp(
+            upstream.url, client, Recorder(CollectorRegistry(), 8, SLO(None, None, None))
+        )
+        before = live_spans()
+
+        async def many() -> int:
+            try:
+                counted = 0
+                for _ in range(20):
+                    sent = await call(app, b'{"model": "m", "stream": true}')
+                    counted += sent[0]["status"] == 200
+                    counted -= live_spans() > before  # a span alive mid-run would show here
+                return counted
+            finally:
+                await client.close()
+
+        assert asyncio.run(many()) == 20
+    assert live_spans() == before
