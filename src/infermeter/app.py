@@ -35,6 +35,7 @@ from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
 from infermeter.gpu.poller import GpuPoller
 from infermeter.loop_lag import watch_lag
+from infermeter.metrics_auth import metrics_auth
 from infermeter.net import bind
 from infermeter.process import ProcessCollector
 from infermeter.proxy.app import ProxyApp
@@ -82,7 +83,12 @@ class Sidecar:
         self.tracing: Tracing | None = None
         if settings.upstream is not None:
             self._build_proxy(settings, settings.upstream)
-        self.metrics_server = MetricsServer(settings.metrics_listen, self.registry, self.readiness)
+        tls = None
+        if settings.metrics_tls_cert_file and settings.metrics_tls_key_file:
+            tls = (str(settings.metrics_tls_cert_file), str(settings.metrics_tls_key_file))
+        self.metrics_server = MetricsServer(
+            settings.metrics_listen, self.registry, self.readiness, metrics_auth(settings), tls
+        )
         self.stopping = False
 
     def _build_proxy(self, settings: Settings, upstream: str) -> None:
@@ -144,11 +150,17 @@ class Sidecar:
                     },
                 )
             await stop.wait()
-            self.stopping = True
-            if self.proxy_server is not None:
+            self.stopping = True  # /readyz answers 503 from now on
+            if self.proxy_server is not None and self.proxy is not None:
                 log.info("draining", extra={"timeout": self.settings.drain_timeout})
-                self.proxy_server.should_exit = True
+                self.proxy.draining = True
+                self.proxy_server.should_exit = True  # stop accepting; wait for open requests
                 await tasks[0]
+                if self.proxy.drain_aborted:
+                    log.warning(
+                        "drain timeout: open requests were ended",
+                        extra={"requests": self.proxy.drain_aborted},
+                    )
         finally:
             for task in tasks:
                 task.cancel()

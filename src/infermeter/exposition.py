@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from infermeter.metrics_auth import MetricsAuth, RequireAuth
 from infermeter.net import bind
 from infermeter.settings import HostPort
 
@@ -39,7 +40,11 @@ class _Asgi:
         await self.app(scope, receive, send)
 
 
-def build_app(registry: CollectorRegistry, readiness: Readiness) -> Starlette:
+def build_app(
+    registry: CollectorRegistry, readiness: Readiness, auth: MetricsAuth | None = None
+) -> Starlette:
+    metrics = make_asgi_app(registry)
+
     async def index(_: Request) -> Response:
         return HTMLResponse(_INDEX)
 
@@ -55,16 +60,25 @@ def build_app(registry: CollectorRegistry, readiness: Readiness) -> Starlette:
             Route("/", index),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", _Asgi(make_asgi_app(registry))),
+            Route("/metrics", _Asgi(metrics if auth is None else RequireAuth(metrics, auth))),
         ]
     )
 
 
 class MetricsServer:
-    def __init__(self, address: HostPort, registry: CollectorRegistry, readiness: Readiness):
+    def __init__(
+        self,
+        address: HostPort,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        auth: MetricsAuth | None = None,
+        tls: tuple[str, str] | None = None,
+    ):
         self.address = address
         config = uvicorn.Config(
-            build_app(registry, readiness),
+            build_app(registry, readiness, auth),
+            ssl_certfile=tls[0] if tls else None,
+            ssl_keyfile=tls[1] if tls else None,
             log_config=None,
             access_log=False,
             lifespan="off",

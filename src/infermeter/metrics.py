@@ -256,6 +256,11 @@ GOODPUT = _inference(
     "counter",
     "Requests that succeeded and met every configured SLO (--slo-ttft, --slo-tpot, --slo-e2e).",
 )
+DRAIN_ABORTED = _inference(
+    "infermeter_drain_aborted_requests_total",
+    "counter",
+    "Requests still open when the drain timeout after SIGTERM ran out; infermeter ended them.",
+)
 EVENT_LOOP_LAG = MetricSpec(
     "infermeter_event_loop_lag_seconds",
     "histogram",

@@ -157,6 +157,25 @@ class Settings(BaseModel):
         default=HostPort("0.0.0.0", 8091),
         description="Address of /metrics, /healthz and /readyz.",
     )
+    metrics_tls_cert_file: Path | None = Field(
+        default=None, description="Serve the metrics port over TLS with this PEM certificate."
+    )
+    metrics_tls_key_file: Path | None = Field(
+        default=None, description="PEM private key for --metrics-tls-cert-file."
+    )
+    metrics_basic_auth_username: str | None = Field(
+        default=None,
+        description="Require HTTP basic auth on /metrics with this user "
+        "(Prometheus scrape config basic_auth).",
+    )
+    metrics_basic_auth_password_file: Path | None = Field(
+        default=None, description="File holding the basic-auth password."
+    )
+    metrics_bearer_token_file: Path | None = Field(
+        default=None,
+        description="Require this bearer token on /metrics (Prometheus scrape config "
+        "authorization.credentials_file). /healthz and /readyz stay open for probes.",
+    )
     log_format: Literal["plain", "json"] = Field(
         default="plain", description="One line per event: plain key=value text or JSON."
     )
@@ -232,8 +251,28 @@ class Settings(BaseModel):
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator(
+        "metrics_tls_cert_file",
+        "metrics_tls_key_file",
+        "metrics_basic_auth_password_file",
+        "metrics_bearer_token_file",
+    )
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
+        if (self.metrics_tls_cert_file is None) != (self.metrics_tls_key_file is None):
+            raise ValueError("metrics_tls_cert_file and metrics_tls_key_file go together")
+        if (self.metrics_basic_auth_username is None) != (
+            self.metrics_basic_auth_password_file is None
+        ):
+            raise ValueError(
+                "metrics_basic_auth_username and metrics_basic_auth_password_file go together"
+            )
         if self.watch_pid is not None and self.watch_process is not None:
             raise ValueError("watch_pid and watch_process are mutually exclusive")
         if self.upstream is not None and self.listen.port == self.metrics_listen.port:

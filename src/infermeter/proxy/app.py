@@ -91,6 +91,8 @@ class ProxyApp:
         self._client = client
         self._recorder = recorder
         self.started = False
+        self.draining = False  # set at SIGTERM: a cancelled request is a drain casualty
+        self.drain_aborted = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -203,10 +205,19 @@ class ProxyApp:
             response = answer
             await self._relay(response, send, exchange, t0)
         except asyncio.CancelledError:
-            if not exchange.client_gone or task is None:
+            if task is None or not (exchange.client_gone or self.draining):
                 raise
             task.uncancel()
-            self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+            if exchange.client_gone:
+                self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+            else:  # the drain timeout ran out before the upstream answered
+                self._drain_casualty(exchange)
+                await self._upstream_failed(
+                    send,
+                    exchange,
+                    t0,
+                    Failure(503, "upstream_timeout", "infermeter is shutting down"),
+                )
         except ClientStreamAborted:
             if exchange.client_gone:  # went away during the upload
                 self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
@@ -349,10 +360,14 @@ class ProxyApp:
             outcome = Outcome.UPSTREAM_TIMEOUT
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not exchange.client_gone or task is None:
+            if task is None or not (exchange.client_gone or self.draining):
                 raise
             task.uncancel()
-            outcome = Outcome.CLIENT_DISCONNECT
+            if exchange.client_gone:
+                outcome = Outcome.CLIENT_DISCONNECT
+            else:  # the drain timeout ran out mid-stream: end the response cleanly
+                self._drain_casualty(exchange)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         end = time.perf_counter()
         self._record(series, meter, parser, end, status, outcome, exchange.trace, end - t0)
         if outcome in (Outcome.UPSTREAM_RESET, Outcome.UPSTREAM_TIMEOUT):
@@ -403,6 +418,10 @@ class ProxyApp:
             trace.gap(seconds)
 
         return gap
+
+    def _drain_casualty(self, exchange: _Exchange) -> None:
+        self.drain_aborted += 1
+        self._label(exchange).child("drain_aborted").inc()
 
     def _measuring_failed(self, series: Series, error: Exception) -> None:
         """Log and count a bug in measuring; the request's bytes keep flowing."""

@@ -70,6 +70,7 @@ class Recorder:
             "request_prompt_tokens": m.REQUEST_PROMPT_TOKENS.live(registry),
             "request_completion_tokens": m.REQUEST_COMPLETION_TOKENS.live(registry),
             "goodput": m.GOODPUT.live(registry),
+            "drain_aborted": m.DRAIN_ABORTED.live(registry),
         }
         self._models: set[str] = set()
         self._series: dict[tuple[str, str], Series] = {}
