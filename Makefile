@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager libcjson-dev gcc libc6-dev
 
-.PHONY: test lint unit system-deps demo bench golden docs clean
+.PHONY: test lint unit system-deps demo bench soak golden docs clean
 
 test: system-deps $(STAMP) lint unit ## every test, on a fresh Debian machine as root
 
@@ -43,6 +43,9 @@ demo: system-deps $(STAMP) ## the sidecar on 2 simulated GPUs (fake NVML), until
 bench: system-deps $(STAMP) ## benchmarks; results in bench/results/
 	$(PY) -m bench.scrape
 	$(PY) -m bench.proxy_latency
+
+soak: system-deps $(STAMP) ## 50,000 requests with 10% faults: nothing may leak
+	$(PY) -m bench.soak --requests 50000
 
 golden: system-deps $(STAMP) ## rewrite golden /metrics files after an intended change
 	$(PY) -m pytest tests/e2e -k golden --update-golden

@@ -94,7 +94,9 @@ class ExplodingParser:
         return []
 
 
-async def call(app: ProxyApp, body: bytes) -> list[dict[str, Any]]:
+async def call(
+    app: ProxyApp, body: bytes, path: str = "/v1/chat/completions"
+) -> list[dict[str, Any]]:
     sent: list[dict[str, Any]] = []
     requests = [{"type": "http.request", "body": body, "more_body": False}]
     done = asyncio.Event()
@@ -111,8 +113,8 @@ async def call(app: ProxyApp, body: bytes) -> list[dict[str, Any]]:
     scope = {
         "type": "http",
         "method": "POST",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "headers": [(b"content-type", b"application/json")],
         "client": ("127.0.0.1", 5000),

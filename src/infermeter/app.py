@@ -106,6 +106,7 @@ class Sidecar:
         self.tracing = make_tracing(settings, upstream)
         self.proxy = ProxyApp(upstream, client, recorder, tracing=self.tracing)
         self.lag = cast(Histogram, m.EVENT_LOOP_LAG.live(self.registry))
+        self.tasks = cast(Gauge, m.EVENT_LOOP_TASKS.live(self.registry))
         config = uvicorn.Config(
             self.proxy,
             loop="none",  # we own the loop
@@ -141,7 +142,7 @@ class Sidecar:
             if self.proxy_server is not None:
                 sock = bind("listen", self.settings.listen)
                 tasks.append(asyncio.create_task(self.proxy_server.serve(sockets=[sock])))
-                tasks.append(asyncio.create_task(watch_lag(self.lag)))
+                tasks.append(asyncio.create_task(watch_lag(self.lag, self.tasks)))
                 log.info(
                     "proxy listening",
                     extra={

@@ -269,6 +269,13 @@ EVENT_LOOP_LAG = MetricSpec(
     buckets=LAG_BUCKETS,
 )
 
+EVENT_LOOP_TASKS = MetricSpec(
+    "infermeter_event_loop_tasks",
+    "gauge",
+    "asyncio tasks alive on the proxy's loop (about one per open request): a steady climb "
+    "with flat traffic is a leak.",
+)
+
 # --- collectors and the sidecar itself -------------------------------------------------------
 COLLECTOR_DURATION = MetricSpec(
     "infermeter_collector_duration_seconds",

@@ -34,6 +34,7 @@ def request_headers(raw: RawHeaders, client_host: str | None, scheme: str) -> li
     headers = [(name.lower(), value) for name, value in raw]
     drop = _dropped(headers)
     drop.add(b"host")
+    drop.add(b"expect")  # the server side answered 100-continue; the body is on its way
     out: list[tuple[str, str]] = []
     forwarded_for = forwarded_proto = forwarded_host = None
     host = None

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import aiohttp
 
+# Upstreams may send long headers (big cookies, tracing baggage); aiohttp's default of 8 KiB
+# per header line would turn them into 502s.
+MAX_HEADER_BYTES = 64 * 1024
 # vLLM and SGLang run uvicorn with a 5 s keep-alive: drop idle connections before the
 # upstream does, or a request can be sent on a connection the upstream is closing.
 KEEPALIVE_SECONDS = 4.0
@@ -46,6 +49,8 @@ class UpstreamClient:
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type", "Accept"),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
+                max_line_size=MAX_HEADER_BYTES,
+                max_field_size=MAX_HEADER_BYTES,
             )
         return self._session
 
