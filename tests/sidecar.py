@@ -186,3 +186,14 @@ def demo_upstream(tmp_path: Path, *args: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def read_until_cut(url: str, body: object) -> tuple[bytes, BaseException | None]:
+    """POST a streaming request; return what arrived and the error that ended it, if any."""
+    received: list[bytes] = []
+    try:
+        with httpx.stream("POST", url, json=body, timeout=10) as response:
+            received.extend(response.iter_raw())
+    except httpx.HTTPError as exc:
+        return b"".join(received), exc
+    return b"".join(received), None

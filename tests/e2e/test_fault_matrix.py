@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.fake_nvml import profiles
-from tests.sidecar import demo_upstream, run_sidecar, value
+from tests.sidecar import demo_upstream, read_until_cut, run_sidecar, value
 from tests.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -28,18 +28,12 @@ def test_headers_then_stall_cuts_the_stream_at_the_read_timeout(tmp_path: Path) 
         with run_sidecar(
             tmp_path, "--no-gpu-metrics", "--upstream-read-timeout", "0.5", upstream=upstream.url
         ) as sidecar:
-            received: list[bytes] = []
-
-            def read_all() -> None:
-                with httpx.stream("POST", sidecar.proxy_url + CHAT, json=BODY, timeout=10) as r:
-                    received.extend(r.iter_raw())
-
-            with pytest.raises(httpx.RemoteProtocolError):
-                read_all()
+            received, error = read_until_cut(sidecar.proxy_url + CHAT, BODY)
+            assert isinstance(error, httpx.RemoteProtocolError)
             text = sidecar.wait_metric(
                 "infermeter_request_errors_total", 1.0, error_type="upstream_timeout"
             )
-    assert b"".join(received) == sse(TOKEN)
+    assert received == sse(TOKEN)
     assert value(text, "infermeter_requests_total", code="200") == 1.0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sidecar import free_port, run_sidecar, samples, value, wait_for
+from tests.sidecar import free_port, read_until_cut, run_sidecar, samples, value, wait_for
 from tests.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -55,18 +55,12 @@ def test_upstream_reset_mid_stream_ends_the_client_stream(tmp_path: Path) -> Non
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(ROLE, TOKEN)), (0.05, sse(TOKEN))], end="reset"))
         with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
-            received: list[bytes] = []
-
-            def read_all() -> None:
-                with httpx.stream("POST", sidecar.proxy_url + CHAT, json=BODY, timeout=10) as r:
-                    received.extend(r.iter_raw())
-
-            with pytest.raises(httpx.RemoteProtocolError):
-                read_all()
+            received, error = read_until_cut(sidecar.proxy_url + CHAT, BODY)
+            assert isinstance(error, httpx.RemoteProtocolError)
             text = sidecar.wait_metric(
                 "infermeter_request_errors_total", 1.0, error_type="stream_truncated"
             )
-    assert b"".join(received) == sse(ROLE, TOKEN, TOKEN)  # all sent before the reset arrived
+    assert received == sse(ROLE, TOKEN, TOKEN)  # all sent before the reset arrived
     assert value(text, "infermeter_time_to_first_token_seconds_count", model="m1") == 1.0
     assert "upstream stream ended early" in sidecar.log()
     assert "Exception in ASGI application" not in sidecar.log()

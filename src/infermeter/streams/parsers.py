@@ -45,68 +45,68 @@ class StreamParser(Protocol):
         ...
 
 
-class SSEParser:
+class _FramedParser:
+    """A decoded byte stream cut into events by a framer, each read by an interpreter."""
+
+    __slots__ = ("_closed", "_content", "_interp", "expects_terminal")
+
+    def __init__(self, interp: Interpreter, content: ContentDecoder) -> None:
+        self._interp = interp
+        self._content = content
+        self._closed = False
+        self.expects_terminal = interp.expects_terminal
+
+    def _frames(self, data: bytes, *, final: bool) -> list[tuple[str, bytes]]:
+        raise NotImplementedError
+
+    def feed(self, chunk: bytes) -> list[Observation]:
+        if self._closed:
+            return []
+        data = self._content.decode(chunk)
+        if not data:
+            return []
+        event = self._interp.event
+        return [event(name, payload) for name, payload in self._frames(data, final=False)]
+
+    def close(self) -> list[Observation]:
+        if self._closed:
+            return []
+        self._closed = True
+        event = self._interp.event
+        frames = self._frames(self._content.flush(), final=True)
+        return [event(name, payload) for name, payload in frames]
+
+
+class SSEParser(_FramedParser):
     """``text/event-stream`` bodies."""
 
-    __slots__ = ("_closed", "_content", "_interp", "_sse", "expects_terminal")
+    __slots__ = ("_sse",)
 
     def __init__(self, interp: Interpreter, content: ContentDecoder) -> None:
-        self._interp = interp
-        self._content = content
+        super().__init__(interp, content)
         self._sse = SSEDecoder()
-        self._closed = False
-        self.expects_terminal = interp.expects_terminal
 
-    def feed(self, chunk: bytes) -> list[Observation]:
-        if self._closed:
-            return []
-        data = self._content.decode(chunk)
-        if not data:
-            return []
-        event = self._interp.event
-        return [event(ev.event, ev.data) for ev in self._sse.feed(data) if isinstance(ev, SSEEvent)]
-
-    def close(self) -> list[Observation]:
-        if self._closed:
-            return []
-        self._closed = True
-        tail = self._content.flush()
-        items = self._sse.feed(tail) if tail else []
-        items += self._sse.close()
-        event = self._interp.event
-        return [event(ev.event, ev.data) for ev in items if isinstance(ev, SSEEvent)]
+    def _frames(self, data: bytes, *, final: bool) -> list[tuple[str, bytes]]:
+        items = self._sse.feed(data) if data else []
+        if final:
+            items += self._sse.close()
+        return [(ev.event, ev.data) for ev in items if isinstance(ev, SSEEvent)]
 
 
-class NDJSONParser:
+class NDJSONParser(_FramedParser):
     """``application/x-ndjson`` bodies (Ollama)."""
 
-    __slots__ = ("_closed", "_content", "_interp", "_lines", "expects_terminal")
+    __slots__ = ("_lines",)
 
     def __init__(self, interp: Interpreter, content: ContentDecoder) -> None:
-        self._interp = interp
-        self._content = content
+        super().__init__(interp, content)
         self._lines = NDJSONDecoder()
-        self._closed = False
-        self.expects_terminal = interp.expects_terminal
 
-    def feed(self, chunk: bytes) -> list[Observation]:
-        if self._closed:
-            return []
-        data = self._content.decode(chunk)
-        if not data:
-            return []
-        event = self._interp.event
-        return [event("", line) for line in self._lines.feed(data)]
-
-    def close(self) -> list[Observation]:
-        if self._closed:
-            return []
-        self._closed = True
-        tail = self._content.flush()
-        lines = self._lines.feed(tail) if tail else []
-        lines += self._lines.close()
-        event = self._interp.event
-        return [event("", line) for line in lines]
+    def _frames(self, data: bytes, *, final: bool) -> list[tuple[str, bytes]]:
+        lines = self._lines.feed(data) if data else []
+        if final:
+            lines += self._lines.close()
+        return [("", line) for line in lines]
 
 
 class JSONBodyParser:
