@@ -1,9 +1,11 @@
-"""Benchmark: latency the proxy adds, against a direct connection to the same upstream.
+"""Benchmark: latency and CPU the proxy adds, against a direct connection and nginx.
 
 The demo upstream (its own process) streams tokens on fixed deadlines, stamping each
 event; the load generator (this process, raw sockets) measures TTFT, inter-token gaps and
-per-event delivery delay on the client side. Direct and proxied runs are interleaved and
-repeated at each concurrency; "added" is the proxied percentile minus the direct one.
+per-event delivery delay on the client side. At each concurrency the paths run
+interleaved and repeated: direct, through nginx (one worker, proxy_buffering off) and
+through infermeter. "Added" is a path's percentile minus the direct one; CPU per million
+forwarded events is the proxy process's CPU time over the token events it forwarded.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import asyncio
 import json
 import platform
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
+import psutil
 from tests.sidecar import demo_upstream, run_sidecar
 
+from bench import nginx
 from bench.loadgen import Sample, percentile, request_bytes, run_load
 
 RESULTS = Path(__file__).parent / "results"
@@ -34,63 +39,83 @@ def merge(samples: list[Sample]) -> Sample:
     return out
 
 
-def figures(direct: Sample, proxied: Sample) -> dict[str, float | int]:
+def figures(direct: Sample, path: Sample, cpu_seconds: float | None) -> dict[str, float | int]:
     ms = 1000.0
-    row: dict[str, float | int] = {"requests": proxied.requests, "errors": proxied.errors}
+    row: dict[str, float | int] = {"requests": path.requests, "errors": path.errors}
     for name, d, p in (
-        ("ttft", direct.ttft, proxied.ttft),
-        ("itl", direct.gaps, proxied.gaps),
-        ("event_delay", direct.delays, proxied.delays),
+        ("ttft", direct.ttft, path.ttft),
+        ("itl", direct.gaps, path.gaps),
+        ("event_delay", direct.delays, path.delays),
     ):
         for q in (0.5, 0.99):
             tag = f"p{int(q * 100)}"
-            row[f"{name}_direct_{tag}_ms"] = round(percentile(d, q) * ms, 3)
-            row[f"{name}_proxied_{tag}_ms"] = round(percentile(p, q) * ms, 3)
+            row[f"{name}_{tag}_ms"] = round(percentile(p, q) * ms, 3)
             row[f"added_{name}_{tag}_ms"] = round((percentile(p, q) - percentile(d, q)) * ms, 3)
+    if cpu_seconds is not None and path.delays:
+        row["cpu_s_per_million_events"] = round(cpu_seconds / len(path.delays) * 1e6, 1)
     return row
 
 
+def cpu(pid: int | None) -> float:
+    return 0.0 if pid is None else sum(psutil.Process(pid).cpu_times()[:2])
+
+
 async def measure(
-    upstream_port: int, proxy_port: int, levels: list[int], rounds: int, budget: int
+    paths: dict[str, tuple[int, int | None]], levels: list[int], rounds: int, budget: int
 ) -> dict[str, object]:
     request = request_bytes(TTFT, ITL, TOKENS)
-    out: dict[str, object] = {}
     duration = TTFT + (TOKENS - 1) * ITL
+    out: dict[str, object] = {}
     for streams in levels:
         per_stream = max(2, budget // streams)
         stagger = duration / streams  # steady arrivals, not one burst per round
-        direct, proxied = [], []
+        samples: dict[str, list[Sample]] = {name: [] for name in paths}
+        cpu_used = dict.fromkeys(paths, 0.0)
         for _ in range(rounds):
-            for port, into in ((upstream_port, direct), (proxy_port, proxied)):
-                into.append(
+            for name, (port, pid) in paths.items():
+                before = cpu(pid)
+                samples[name].append(
                     await run_load("127.0.0.1", port, streams, per_stream, request, stagger)
                 )
-        out[str(streams)] = figures(merge(direct), merge(proxied))
+                cpu_used[name] += cpu(pid) - before
+        direct = merge(samples["direct"])
+        out[str(streams)] = {
+            name: figures(direct, merge(samples[name]), cpu_used[name] if pid else None)
+            for name, (_, pid) in paths.items()
+            if name != "direct"
+        }
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--streams", default="1,16,128")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=16, help="requests per level per round")
     parser.add_argument("--out", type=Path, default=RESULTS / "proxy_latency.json")
     args = parser.parse_args()
     levels = [int(x) for x in args.streams.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
-        with (
-            demo_upstream(work) as upstream,
-            run_sidecar(work, "--no-gpu-metrics", upstream=upstream) as sidecar,
-        ):
-            up_port = int(upstream.rsplit(":", 1)[1])
-            px_port = int(sidecar.proxy_url.rsplit(":", 1)[1])
-            levels_out = asyncio.run(measure(up_port, px_port, levels, args.rounds, args.budget))
+        upstream = stack.enter_context(demo_upstream(work))
+        sidecar = stack.enter_context(run_sidecar(work, "--no-gpu-metrics", upstream=upstream))
+        paths: dict[str, tuple[int, int | None]] = {
+            "direct": (int(upstream.rsplit(":", 1)[1]), None),
+        }
+        if nginx.available():
+            url, worker = stack.enter_context(nginx.nginx_proxy(upstream))
+            paths["nginx"] = (int(url.rsplit(":", 1)[1]), worker)
+        paths["infermeter"] = (int(sidecar.proxy_url.rsplit(":", 1)[1]), sidecar.proc.pid)
+        results = asyncio.run(measure(paths, levels, args.rounds, args.budget))
     result = {
         "benchmark": "proxy_added_latency",
         "upstream": {"ttft_s": TTFT, "itl_s": ITL, "tokens": TOKENS},
-        "levels": levels_out,
-        "machine": {"arch": platform.machine(), "python": platform.python_version()},
+        "levels": results,
+        "machine": {
+            "arch": platform.machine(),
+            "cpus": psutil.cpu_count(),
+            "python": platform.python_version(),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
