@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 APT_PACKAGES := prometheus prometheus-alertmanager libcjson-dev gcc libc6-dev
 
-.PHONY: test lint unit system-deps demo bench soak golden docs clean
+.PHONY: test lint unit system-deps demo bench soak golden rules docs clean
 
 test: system-deps $(STAMP) lint unit ## every test, on a fresh Debian machine as root
 
@@ -49,6 +49,10 @@ soak: system-deps $(STAMP) ## 50,000 requests with 10% faults: nothing may leak
 
 golden: system-deps $(STAMP) ## rewrite golden /metrics files after an intended change
 	$(PY) -m pytest tests/e2e -k golden --update-golden
+
+rules: $(STAMP) ## re-render deploy/prometheus from src/infermeter/rules
+	$(VENV)/bin/infermeter rules --out deploy/prometheus
+	$(PY) -m tests.rules.render_tests
 
 docs: $(STAMP) ## regenerate the README reference tables
 	$(PY) -m infermeter.reference README.md

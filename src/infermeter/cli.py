@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     from infermeter.demo.upstream import add_arguments
 
     add_arguments(demo)
+    rules = commands.add_parser(
+        "rules", help="render the Prometheus recording and alert rules with your parameters"
+    )
+    from infermeter.rules.cli import add_arguments as add_rules_arguments
+
+    add_rules_arguments(rules)
     commands.add_parser("version", help="print the version")
     return parser
 
@@ -71,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "version":
         print(f"infermeter {__version__}")
         return 0
+    if command == "rules":
+        from infermeter.rules.cli import run as render_rules
+
+        return render_rules(argparse.Namespace(**args))
     if command == "demo-upstream":
         from infermeter import logs
         from infermeter.demo.upstream import run

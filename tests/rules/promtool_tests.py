@@ -1,0 +1,218 @@
+"""promtool unit tests for the rules, built as data: every alert fires where it should, with
+its exact labels and annotations, and stays silent where it should."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infermeter.rules.params import Params
+from infermeter.rules.render import LATENCIES
+
+RUNBOOK = Params().runbook_url
+NORMAL, SLOW, VERY_SLOW = 1, 3, 5  # bucket index a request lands in (see UNITS)
+UNITS = (1, 2, 5, 10, 20, 50)  # bucket bounds in units of the metric's scale
+SCALE = {"TTFT": 0.1, "ITL": 0.01, "TPOT": 0.01, "E2E": 2.0}
+BASE = {"namespace": "ns", "api": "chat_completions", "pod": "p"}
+EVAL = "1520m"  # 25 h 20 min: a day of history, then 20 min of the scenario's ending
+
+
+def _series(phases: list[tuple[int, float]]) -> str:
+    """Expanding notation for a counter growing by `inc` per minute during each phase."""
+    parts, value, first = [], 0.0, True
+    for minutes, inc in phases:
+        if first:
+            parts.append(f"0+{inc:g}x{minutes}")
+            value = inc * minutes
+            first = False
+        else:
+            parts.append(f"{value + inc:g}+{inc:g}x{minutes - 1}")
+            value += inc * minutes
+    return " ".join(parts)
+
+
+def _model(model: str, phases: list[tuple[int, int | None, float]]) -> list[dict[str, str]]:
+    """Series of one model: phases of (minutes, bucket index or None for idle, req/min)."""
+    out = []
+    labels = {**BASE, "model": model}
+    for lat in LATENCIES:
+        scale = SCALE[lat.key]
+        bounds = [f"{u * scale:g}" for u in UNITS] + ["+Inf"]
+        for i, le in enumerate(bounds):
+            per_phase = [
+                (m, rate if (idx is not None and idx <= i) else 0.0) for m, idx, rate in phases
+            ]
+            out.append({"series": _labels(lat.metric + "_bucket", {**labels, "le": le}),
+                        "values": _series(per_phase)})  # fmt: skip
+    requests = [(m, rate if idx is not None else 0.0) for m, idx, rate in phases]
+    out.append({"series": _labels("infermeter_requests_total", {**labels, "code": "200"}),
+                "values": _series(requests)})  # fmt: skip
+    return out
+
+
+def _labels(name: str, labels: dict[str, str]) -> str:
+    return name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def latency_test() -> dict[str, Any]:
+    series = []
+    series += _model("jump", [(1500, NORMAL, 60), (30, SLOW, 60)])
+    series += _model("steady", [(1530, NORMAL, 60)])
+    series += _model("new", [(1500, None, 0), (30, VERY_SLOW, 60)])
+    series += _model("quiet", [(1500, NORMAL, 1), (30, SLOW, 1)])
+    gaps: list[tuple[int, int | None, float]] = []
+    for _ in range(12):
+        gaps += [(60, NORMAL, 60), (60, None, 0)]
+    series += _model("gaps", [*gaps, (60, NORMAL, 60), (30, NORMAL, 60)])
+    series += _model("spike", [(1500, NORMAL, 60), (3, SLOW, 60), (27, NORMAL, 60)])
+    series += _model("slow_steady", [(1530, VERY_SLOW, 60)])
+    tests = []
+    for lat in LATENCIES:
+        scale = SCALE[lat.key]
+        p99_slow = (UNITS[SLOW - 1] + (UNITS[SLOW] - UNITS[SLOW - 1]) * 0.99) * scale
+        p99_very = (UNITS[VERY_SLOW - 1] + (UNITS[VERY_SLOW] - UNITS[VERY_SLOW - 1]) * 0.99) * scale
+        name = f"Infermeter{lat.key}AboveBaseline"
+        tests.append({"eval_time": EVAL, "alertname": name, "exp_alerts": [{
+            "exp_labels": {"severity": "critical", "namespace": "ns", "model": "jump"},
+            "exp_annotations": {
+                "summary": f"{lat.what.capitalize()} p99 of jump is 5.0x its baseline",
+                "description": f"p99 {lat.what} of model jump in ns is {_human(p99_slow)}, 5.0x its "
+                               f"median p99 of the last 1d (alert above 2.0x).",
+                "runbook_url": f"{RUNBOOK}#{name.lower()}",
+            }}]})  # fmt: skip
+        slo = getattr(Params(), lat.slo)
+        name = f"Infermeter{lat.key}AboveSLO"
+        tests.append({"eval_time": EVAL, "alertname": name, "exp_alerts": [{
+            "exp_labels": {"severity": "warning", "namespace": "ns", "model": "new"},
+            "exp_annotations": {
+                "summary": f"{lat.what.capitalize()} p99 of new is above {slo}s (no baseline yet)",
+                "description": f"p99 {lat.what} of model new in ns is {_human(p99_very)}, above the "
+                               f"static {slo}s threshold; the model has too little history for a baseline.",
+                "runbook_url": f"{RUNBOOK}#{name.lower()}",
+            }}]})  # fmt: skip
+        # the spike is shorter than `for`: silent while it happens, too
+        tests.append(
+            {
+                "eval_time": "1510m",
+                "alertname": f"Infermeter{lat.key}AboveBaseline",
+                "exp_alerts": [],
+            }
+        )
+    return {"interval": "1m", "input_series": series, "alert_rule_test": tests}
+
+
+def _human(seconds: float) -> str:
+    """Prometheus' humanizeDuration for the values used here (under a minute)."""
+    if seconds >= 60:
+        return f"{int(seconds // 60)}m {int(seconds % 60)}s"
+    if seconds >= 1:
+        return f"{seconds:.4g}s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.4g}ms"
+    return f"{seconds * 1e6:.4g}us"
+
+
+def health_test() -> dict[str, Any]:
+    pod = {"namespace": "ns", "pod": "p"}
+    gpu = {**pod, "gpu": "0", "uuid": "GPU-0"}
+    model = {**pod, "model": "m", "api": "chat_completions"}
+
+    def s(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
+        return {"series": _labels(name, labels), "values": values}
+
+    series = [
+        s("infermeter_requests_total", {**model, "code": "200"}, "0+60x40"),
+        s("infermeter_request_errors_total", {**model, "error_type": "upstream_connect"}, "0+6x40"),
+        s("infermeter_requests_in_flight", {**model, "pod": "q"}, "3x40"),
+        s("infermeter_requests_total", {**model, "pod": "q", "code": "200"}, "5x40"),
+        s("infermeter_gpu_up", gpu, "0x40"),
+        s("infermeter_nvml_up", pod, "0x40"),
+        s("infermeter_gpu_temperature_celsius", gpu, "90x40"),
+        s("infermeter_gpu_clock_event_active", {**gpu, "reason": "hw_thermal_slowdown"}, "1x40"),
+        s("infermeter_gpu_clock_event_active", {**gpu, "reason": "sw_power_cap"}, "1x40"),
+        s(
+            "infermeter_gpu_clock_event_active",
+            {**gpu, "reason": "hw_power_brake_slowdown"},
+            "1x40",
+        ),
+        s("infermeter_gpu_xid_errors_total", {**gpu, "xid": "79"}, "_x20 1x20"),
+        s("infermeter_gpu_ecc_errors_total", {**gpu, "type": "uncorrected"}, "0x20 2x20"),
+        s("infermeter_gpu_memory_used_bytes", gpu, "99x40"),
+        s("infermeter_gpu_memory_total_bytes", gpu, "100x40"),
+        s("up", {"job": "infermeter", "instance": "10.0.0.1:8091"}, "0x40"),
+        s("infermeter_event_loop_lag_seconds_bucket", {**pod, "le": "0.01"}, "0x40"),
+        s("infermeter_event_loop_lag_seconds_bucket", {**pod, "le": "0.1"}, "0+10x40"),
+        s("infermeter_event_loop_lag_seconds_bucket", {**pod, "le": "+Inf"}, "0+10x40"),
+    ]
+
+    def alert(
+        name: str, labels: dict[str, str], severity: str, summary: str, description: str
+    ) -> dict[str, Any]:
+        return {"exp_labels": {"severity": severity, **labels}, "exp_annotations": {
+            "summary": summary, "description": description, "runbook_url": f"{RUNBOOK}#{name.lower()}"}}  # fmt: skip
+
+    t = "30m"
+    tests = [
+        ("InfermeterErrorRatioHigh", [alert("InfermeterErrorRatioHigh", {"namespace": "ns", "model": "m"}, "critical",
+            "m fails 10% of its requests",
+            "10% of requests to m in ns failed over the last 5m (alert above 5%). Split by error_type to see where.")]),
+        ("InfermeterUpstreamUnreachable", [alert("InfermeterUpstreamUnreachable", pod, "critical",
+            "infermeter in p cannot reach its inference server",
+            "0.10 requests/s from p in ns fail to connect to the upstream (502 to clients).")]),
+        ("InfermeterRequestsStuck", [alert("InfermeterRequestsStuck", {**pod, "pod": "q"}, "warning",
+            "Requests in q are in flight but none completes",
+            "3 requests are open in q (ns) and none completed in 5m: the inference server may be hung.")]),
+        ("InfermeterGPULost", [alert("InfermeterGPULost", gpu, "critical", "GPU 0 of p is lost",
+            "NVML reports GPU 0 (GPU-0) of p as lost or failing; its other metrics are gone.")]),
+        ("InfermeterNVMLDown", [alert("InfermeterNVMLDown", pod, "warning", "infermeter in p cannot read GPUs",
+            "NVML is not initialised in p (ns): no GPU metrics. Inference metrics are unaffected.")]),
+        ("InfermeterGPUTemperatureHigh", [alert("InfermeterGPUTemperatureHigh", gpu, "warning",
+            "GPU 0 of p is at 90°C", "GPU 0 (GPU-0) of p has been above 85°C for 5m.")]),
+        ("InfermeterGPUThermalThrottling", [alert("InfermeterGPUThermalThrottling", gpu, "warning",
+            "GPU 0 of p is thermally throttled",
+            "Clocks of GPU 0 (GPU-0) in p have been held down by a thermal or hardware slowdown for 10m.")]),
+        ("InfermeterGPUPowerBrake", [alert("InfermeterGPUPowerBrake", {**gpu, "reason": "hw_power_brake_slowdown"},
+            "warning", "GPU 0 of p is power-braked",
+            "The power brake (external power limit) has held the clocks of GPU 0 in p down for 10m.")]),
+        ("InfermeterGPUUncorrectableECC", [alert("InfermeterGPUUncorrectableECC", {**gpu, "type": "uncorrected"},
+            "critical", "Uncorrectable ECC errors on GPU 0 of p",
+            "2 uncorrectable ECC errors on GPU 0 (GPU-0) of p within 10m: results may be wrong.")]),
+        ("InfermeterGPUMemoryNearlyFull", [alert("InfermeterGPUMemoryNearlyFull", gpu, "warning",
+            "GPU 0 of p memory is 99% full", "Memory of GPU 0 (GPU-0) in p has been above 98% for 15m.")]),
+        ("InfermeterTargetDown", [alert("InfermeterTargetDown", {"job": "infermeter", "instance": "10.0.0.1:8091"},
+            "warning", "Prometheus cannot scrape infermeter at 10.0.0.1:8091",
+            "The scrape of 10.0.0.1:8091 (infermeter) has failed for 5m: no inference or GPU metrics from it.")]),
+        ("InfermeterEventLoopLagHigh", [alert("InfermeterEventLoopLagHigh", pod, "warning",
+            "infermeter in p runs late: its latencies are inflated",
+            "The proxy's event loop in p runs 99.1ms late at p99: the latencies it measures include its own delay.")]),
+    ]  # fmt: skip
+    rule_tests: list[dict[str, Any]] = [
+        {"eval_time": t, "alertname": n, "exp_alerts": e} for n, e in tests
+    ]
+    xid = alert("InfermeterGPUXidErrors", {**gpu, "xid": "79"}, "warning", "GPU 0 of p reported XID 79",
+                "The driver reported XID error 79 on GPU 0 (GPU-0) of p within 10m.")  # fmt: skip
+    rule_tests += [
+        {
+            "eval_time": "21m",
+            "alertname": "InfermeterGPUXidErrors",
+            "exp_alerts": [xid],
+        },  # first event: a new series
+        {
+            "eval_time": "35m",
+            "alertname": "InfermeterGPUXidErrors",
+            "exp_alerts": [],
+        },  # nothing new since
+        {
+            "eval_time": "3m",
+            "alertname": "InfermeterGPUTemperatureHigh",
+            "exp_alerts": [],
+        },  # not yet `for`
+    ]
+    return {"interval": "1m", "input_series": series, "alert_rule_test": rule_tests}
+
+
+def build_test_file(rule_files: list[str]) -> dict[str, Any]:
+    return {
+        "rule_files": rule_files,
+        "evaluation_interval": "1m",
+        "tests": [latency_test(), health_test()],
+    }

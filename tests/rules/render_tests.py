@@ -1,0 +1,8 @@
+"""`python -m tests.rules.render_tests`: rewrite deploy/prometheus/tests/rules_test.yaml."""
+
+from __future__ import annotations
+
+from tests.rules.test_rules import RULES, render_tests
+
+if __name__ == "__main__":
+    (RULES / "tests" / "rules_test.yaml").write_text(render_tests())

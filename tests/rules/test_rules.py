@@ -1,0 +1,90 @@
+"""The rules: rendered files in sync with their source, promtool-clean, unit-tested by
+promtool, and built only on metrics infermeter really exports."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from infermeter import metrics as m
+from infermeter.rules import alert_rules, recording_rules
+from tests.rules.promtool_tests import build_test_file
+
+ROOT = Path(__file__).parents[2]
+RULES = ROOT / "deploy" / "prometheus"
+HEADER = "# Rendered by tests/rules/promtool_tests.py; do not edit by hand.\n"
+REGENERATE = "out of date: run `make rules`"
+
+
+def render_tests() -> str:
+    files = ["../recording-rules.yaml", "../alert-rules.yaml"]
+    return HEADER + yaml.safe_dump(
+        build_test_file(files), sort_keys=False, width=1000, allow_unicode=True
+    )
+
+
+def test_rendered_rules_are_current() -> None:
+    assert (RULES / "recording-rules.yaml").read_text() == recording_rules(), REGENERATE
+    assert (RULES / "alert-rules.yaml").read_text() == alert_rules(), REGENERATE
+    assert (RULES / "tests" / "rules_test.yaml").read_text() == render_tests(), REGENERATE
+
+
+def promtool(*args: str, cwd: Path = RULES) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    assert binary, "promtool comes with Debian's prometheus package (make test installs it)"
+    return subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_promtool_check_rules() -> None:
+    result = promtool("check", "rules", "recording-rules.yaml", "alert-rules.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests() -> None:
+    result = promtool("test", "rules", "rules_test.yaml", cwd=RULES / "tests")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_severity_annotations_and_a_runbook_section() -> None:
+    runbook = (RULES / "runbook.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in runbook.splitlines()
+        if line.startswith("## ")
+    }
+    alerts = [r for g in yaml.safe_load(alert_rules())["groups"] for r in g["rules"]]
+    tested = {t["alertname"] for t in yaml.safe_load(render_tests())["tests"][0]["alert_rule_test"]}
+    tested |= {
+        t["alertname"] for t in yaml.safe_load(render_tests())["tests"][1]["alert_rule_test"]
+    }
+    for alert in alerts:
+        name = alert["alert"]
+        assert alert["labels"]["severity"] in ("critical", "warning"), name
+        assert {"summary", "description", "runbook_url"} <= set(alert["annotations"]), name
+        assert alert["annotations"]["runbook_url"].endswith("#" + name.lower()), name
+        assert name.lower() in anchors, f"runbook.md has no section for {name}"
+        assert name in tested, f"no promtool test fires {name}"
+
+
+def test_rules_use_only_exported_metrics() -> None:
+    known = {spec.name for spec in m.CATALOGUE} | {"up"}
+    known |= {
+        f"{spec.name}_{suffix}" for spec in m.CATALOGUE for suffix in ("bucket", "sum", "count")
+    }
+    recorded = set()
+    used = set()
+    for text in (recording_rules(), alert_rules()):
+        for group in yaml.safe_load(text)["groups"]:
+            for rule in group["rules"]:
+                if "record" in rule:
+                    recorded.add(rule["record"])
+                used |= set(
+                    re.findall(r"\b(infermeter_[a-z_]+|up)\b(?=\s*[{\[)]|\s*$|\s)", rule["expr"])
+                )
+    missing = {name for name in used if name not in known and not any(name in r for r in recorded)}
+    assert not missing, f"rules use metrics infermeter does not export: {sorted(missing)}"
