@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -197,3 +198,13 @@ def read_until_cut(url: str, body: object) -> tuple[bytes, BaseException | None]
     except httpx.HTTPError as exc:
         return b"".join(received), exc
     return b"".join(received), None
+
+
+def stable_exposition(text: str, volatile: re.Pattern[str]) -> str:
+    """An exposition for a golden file: every HELP/TYPE line, but no sample line whose
+    value depends on the machine or the moment (names matching `volatile`)."""
+    return "".join(
+        line + "\n"
+        for line in text.splitlines()
+        if line.startswith("#") or not volatile.match(line)
+    )

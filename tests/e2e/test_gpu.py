@@ -13,7 +13,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from infermeter import metrics as m
 from tests.fake_nvml import profiles
-from tests.sidecar import run_sidecar, samples, value
+from tests.sidecar import run_sidecar, samples, stable_exposition, value
 
 pytestmark = pytest.mark.e2e
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
@@ -32,11 +32,7 @@ def nvml_state(tmp_path: Path, devices: list[dict[str, object]], **top: object) 
 
 
 def stable(text: str) -> str:
-    return "".join(
-        line + "\n"
-        for line in text.splitlines()
-        if not VOLATILE.match(line.removeprefix("# HELP ").removeprefix("# TYPE "))
-    )
+    return stable_exposition(text, VOLATILE)
 
 
 def test_eight_gpus_match_golden_and_pass_promtool(

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sidecar import run_sidecar
+from tests.sidecar import run_sidecar, stable_exposition
 from tests.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -27,12 +27,7 @@ USAGE = '{"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_
 
 
 def stable(text: str) -> str:
-    kept = []
-    for line in text.splitlines():
-        name = line.removeprefix("# HELP ").removeprefix("# TYPE ")
-        if not VOLATILE.match(name):
-            kept.append(line + "\n")
-    return "".join(kept)
+    return stable_exposition(text, VOLATILE)
 
 
 def test_workload_golden_and_promtool(tmp_path: Path, update_golden: bool) -> None:
