@@ -37,6 +37,54 @@ class SSEComment:
     text: bytes
 
 
+class _PendingLine:
+    """The unfinished last line of a byte stream cut into lines, held up to a size cap.
+
+    A line that outgrows the cap is dropped whole, including the rest of it that arrives
+    later, so where the chunks were cut never changes what is seen.
+    """
+
+    __slots__ = ("_len", "_max", "_parts", "discarding")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._parts: list[bytes] = []
+        self._len = 0
+        self.discarding = False
+
+    def complete_first(self, lines: list[bytes]) -> None:
+        """Prefix lines[0] with the pending piece, or drop it if its line was dropped."""
+        if self.discarding:
+            self.discarding = False
+            del lines[0]
+        elif self._parts:
+            self._parts.append(lines[0])
+            lines[0] = b"".join(self._parts)
+            self._parts = []
+            self._len = 0
+
+    def keep(self, piece: bytes) -> bool:
+        """Hold a piece of an unfinished line; True when the line just outgrew the cap."""
+        if self.discarding:
+            return False
+        self._len += len(piece)
+        if self._len > self._max:
+            self._parts = []
+            self._len = 0
+            self.discarding = True
+            return True
+        self._parts.append(piece)
+        return False
+
+    def take(self) -> bytes | None:
+        """At the end of the stream: the pending line, if one is held."""
+        line = b"".join(self._parts) if self._parts and not self.discarding else None
+        self._parts = []
+        self._len = 0
+        self.discarding = False
+        return line
+
+
 class SSEDecoder:
     """WHATWG ``text/event-stream`` parsing, fed incrementally.
 
@@ -50,13 +98,11 @@ class SSEDecoder:
     __slots__ = (
         "_data",
         "_data_len",
-        "_discarding",
         "_event",
         "_head",
         "_max",
         "_overflow",
-        "_partial",
-        "_partial_len",
+        "_pending",
         "_skip_lf",
     )
 
@@ -64,9 +110,7 @@ class SSEDecoder:
         self._max = max_event_bytes
         self._head: bytes | None = b""  # first bytes until the BOM check is done, then None
         self._skip_lf = False  # the previous chunk ended with CR: a leading LF is its pair
-        self._partial: list[bytes] = []  # pieces of the current, unfinished line
-        self._partial_len = 0
-        self._discarding = False  # the current line outgrew the cap: skip to its end
+        self._pending = _PendingLine(max_event_bytes)
         self._data: list[bytes] = []
         self._data_len = 0
         self._event = b""
@@ -98,19 +142,12 @@ class SSEDecoder:
         last = lines.pop()
         out: list[SSEEvent | SSEComment] = []
         if lines:
-            if self._discarding:
-                self._discarding = False
-                del lines[0]  # the tail of a dropped line; its event is dropped too
-            elif self._partial:
-                self._partial.append(lines[0])
-                lines[0] = b"".join(self._partial)
-                self._partial = []
-                self._partial_len = 0
+            self._pending.complete_first(lines)  # a dropped line's event is dropped too
             line_fn = self._line
             for line in lines:
                 line_fn(line, out)
-        if last:
-            self._keep_partial(last)
+        if last and self._pending.keep(last):
+            self._overflow = True
         return out
 
     def close(self) -> list[SSEEvent | SSEComment]:
@@ -121,27 +158,12 @@ class SSEDecoder:
             self._head = None
             if head:  # an incomplete BOM prefix is ordinary data
                 out = self.feed(head)
-        if self._partial and not self._discarding:
-            line = b"".join(self._partial)
-            self._partial = []
-            self._partial_len = 0
+        line = self._pending.take()
+        if line is not None:
             self._line(line, out)
         self._line(b"", out)
         self._skip_lf = False
-        self._discarding = False
         return out
-
-    def _keep_partial(self, piece: bytes) -> None:
-        if self._discarding:
-            return
-        self._partial_len += len(piece)
-        if self._partial_len > self._max:
-            self._partial = []
-            self._partial_len = 0
-            self._discarding = True
-            self._overflow = True
-        else:
-            self._partial.append(piece)
 
     def _line(self, line: bytes, out: list[SSEEvent | SSEComment]) -> None:
         if not line:
@@ -184,54 +206,31 @@ class SSEDecoder:
 class NDJSONDecoder:
     """Newline-delimited JSON: one line per record, CRLF tolerated, blank lines skipped."""
 
-    __slots__ = ("_discarding", "_max", "_partial", "_partial_len")
+    __slots__ = ("_max", "_pending")
 
     def __init__(self, max_line_bytes: int = MAX_EVENT_BYTES) -> None:
         self._max = max_line_bytes
-        self._partial: list[bytes] = []
-        self._partial_len = 0
-        self._discarding = False
+        self._pending = _PendingLine(max_line_bytes)
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume bytes; return the complete, non-blank lines (whitespace stripped)."""
         if b"\n" not in chunk:
             if chunk:
-                self._keep_partial(chunk)
+                self._pending.keep(chunk)
             return []
         lines = chunk.split(b"\n")
         last = lines.pop()
-        if self._discarding:
-            self._discarding = False
-            del lines[0]
-        elif self._partial:
-            self._partial.append(lines[0])
-            lines[0] = b"".join(self._partial)
-            self._partial = []
-            self._partial_len = 0
+        self._pending.complete_first(lines)
         # the cap applies to whole lines too, so chunking never changes the result
         out = [s for line in lines if len(line) <= self._max and (s := line.strip())]
         if last:
-            self._keep_partial(last)
+            self._pending.keep(last)
         return out
 
     def close(self) -> list[bytes]:
         """End of stream: a last line without its newline still counts."""
-        line = b"".join(self._partial).strip()
-        self._partial = []
-        self._partial_len = 0
-        self._discarding = False
+        line = (self._pending.take() or b"").strip()
         return [line] if line else []
-
-    def _keep_partial(self, piece: bytes) -> None:
-        if self._discarding:
-            return
-        self._partial_len += len(piece)
-        if self._partial_len > self._max:
-            self._partial = []
-            self._partial_len = 0
-            self._discarding = True
-        else:
-            self._partial.append(piece)
 
 
 class ContentDecoder:
