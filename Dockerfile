@@ -18,12 +18,17 @@ LABEL org.opencontainers.image.title="infermeter" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/infermeter/infermeter"
 # NVML (libnvidia-ml.so.1) is injected by the NVIDIA container toolkit; "utility" is all it needs.
+# NVIDIA_VISIBLE_DEVICES=all: with the NVIDIA runtime the exporter sees the node's GPUs without
+# requesting one (Kubernetes: the Helm chart sets it per container; without the runtime, or where
+# it ignores the variable, infermeter_nvml_up is 0 and everything else works).
 ENV NVIDIA_DRIVER_CAPABILITIES=utility \
+    NVIDIA_VISIBLE_DEVICES=all \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links=/wheels infermeter \
-    && rm -rf /wheels
+# The wheel built above by path (exactly this build, no extras), its dependencies from /wheels
+# only; bind-mounted from the build stage, so no layer keeps the wheels.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links=/wheels /wheels/infermeter-*.whl
 USER 65532:65532
 EXPOSE 8090 8091
 ENTRYPOINT ["infermeter"]

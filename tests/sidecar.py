@@ -108,14 +108,7 @@ class Sidecar:
         return wait_for(check, timeout, f"{name}{labels} == {expected}")
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return terminate(self.proc)
 
 
 @contextmanager
@@ -181,12 +174,19 @@ def demo_upstream(tmp_path: Path, *args: str) -> Iterator[str]:
         wait_for(healthy, what="demo upstream")
         yield url
     finally:
+        terminate(proc)
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then SIGKILL after 10 s: a test never leaves a process behind."""
+    if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    return proc.returncode
 
 
 def read_until_cut(url: str, body: object) -> tuple[bytes, BaseException | None]:

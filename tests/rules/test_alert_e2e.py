@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from infermeter.rules import Params, alert_rules, recording_rules
-from tests.sidecar import demo_upstream, free_port, run_sidecar, wait_for
+from tests.sidecar import demo_upstream, free_port, run_sidecar, terminate, wait_for
 
 pytestmark = pytest.mark.e2e
 FAST = Params(
@@ -65,11 +65,7 @@ def process(args: list[str], log: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
 
 
 def traffic(url: str, stop: threading.Event) -> None:
