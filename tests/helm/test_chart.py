@@ -3,7 +3,7 @@
 No cluster here: every ci/*-values.yaml scenario is linted, rendered with and without the
 prometheus-operator API, validated against the Kubernetes JSON schemas (kubernetes-validate,
 strict: unknown fields fail) of the oldest and newest supported versions, and the monitoring
-objects against the CRDs' own openAPIV3 schemas (shared/crds).
+objects against the CRDs' own openAPIV3 schemas (tests/helm/crds: prometheus-operator v0.93.0).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from tests.helm.helm import (
     template_error,
 )
 
-CRDS = ROOT.parent / "shared" / "crds"
+CRDS = Path(__file__).parent / "crds"  # prometheus-operator v0.93.0 CRDs, vendored (Apache-2.0)
 OLDEST_NATIVE, NEWEST = "1.29.0", kubernetes_validate.utils.latest_version()
 SCENARIO_IDS = [p.name.removesuffix("-values.yaml") for p in SCENARIOS]
 
