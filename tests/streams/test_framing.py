@@ -214,3 +214,22 @@ def test_content_decompression_bomb_stops(monkeypatch: pytest.MonkeyPatch) -> No
     out = dec.decode(gzip.compress(b"\x00" * 100_000))
     assert len(out) <= 1000
     assert dec.failed
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b"data: a\n\ndata: b\n\n"],  # whole events: the fast path
+        [b"event: delta\n", b"data: a\n\n"],  # a named event whose data comes later
+        [b"data: a\n", b"data: b\n\n"],  # a multi-line event completed by a whole chunk
+        [b"data: " + b"x" * 44 + b"\n\n", b"data: " + b"x" * 43 + b"\n\n"],  # at the cap
+        [b"data: " + b"x" * 45 + b"\n\n", b"data: ok\n\n"],  # one past it
+        [b"data: a\n\n\n\ndata: b\n\n"],  # blank lines between events
+        [b"data:a\n\ndata: b\n\n"],  # no space after the colon
+        [b"data: a\r\n\r\n", b"data: b\n\n"],
+    ],
+)
+def test_sse_whole_event_chunks_decode_as_bytewise(chunks: list[bytes]) -> None:
+    """The shortcut for chunks of whole `data:` events gives what byte-by-byte feeding gives."""
+    bytewise = [bytes([b]) for b in b"".join(chunks)]
+    assert sse(*chunks, max_event_bytes=50) == sse(*bytewise, max_event_bytes=50)

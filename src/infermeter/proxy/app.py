@@ -13,14 +13,19 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
-
-import aiohttp
-from yarl import URL
+from urllib.parse import urlsplit
 
 from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_body
 from infermeter.proxy.headers import request_headers, response_headers
 from infermeter.proxy.recorder import Recorder, Series
-from infermeter.proxy.upstream import UpstreamClient
+from infermeter.proxy.upstream import (
+    ConnectError,
+    ConnectTimeout,
+    Disconnected,
+    ReadTimeout,
+    Response,
+    UpstreamClient,
+)
 from infermeter.streams.api import Api, api_for_path
 from infermeter.streams.parsers import StreamParser, parser_for
 from infermeter.streams.request_info import RequestInfo, parse_request_body
@@ -86,8 +91,8 @@ class ProxyApp:
         self.upstream = upstream
         self._tracing = tracing
         self._parser_for = parser_factory
-        self._base = URL(upstream)
-        self._base_path = self._base.raw_path.rstrip("/")
+        self._base_path = urlsplit(upstream).path.rstrip("/")
+        client.origin(upstream)
         self._client = client
         self._recorder = recorder
         self.started = False
@@ -186,16 +191,15 @@ class ProxyApp:
         target = self._base_path + raw_path.decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
-        url = self._base.with_path(target, encoded=True) if target else self._base
         client = scope.get("client")
         headers = request_headers(
             scope["headers"], client[0] if client else None, scope.get("scheme", "http")
         )
         if exchange.trace is not None:
             headers = exchange.trace.upstream_headers(headers)
-        response: aiohttp.ClientResponse | None = None
+        response: Response | None = None
         try:
-            answer = await self._send_upstream(scope["method"], url, headers, data)
+            answer = await self._send_upstream(scope["method"], target, headers, data)
             if isinstance(answer, Failure):
                 if exchange.client_gone:  # the upload broke off: nobody to answer
                     self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
@@ -233,26 +237,20 @@ class ProxyApp:
                 exchange.in_flight.dec()
 
     async def _send_upstream(
-        self, method: str, url: URL, headers: list[tuple[str, str]], data: Any
-    ) -> aiohttp.ClientResponse | Failure:
+        self, method: str, target: str, headers: list[tuple[str, str]], data: Any
+    ) -> Response | Failure:
         """The upstream's response head, or why there is none."""
         try:
-            return await self._client.session.request(
-                method, url, headers=headers, data=data, allow_redirects=False
-            )
-        except aiohttp.ConnectionTimeoutError:
-            return Failure(502, "upstream_connect", "timed out connecting to the upstream")
-        except aiohttp.ClientConnectorError as exc:
-            return Failure(
-                502, "upstream_connect", f"cannot connect to the upstream: {exc.os_error}"
-            )
-        except (aiohttp.SocketTimeoutError, TimeoutError):
+            return await self._client.request(method, target, headers, data)
+        except (ConnectTimeout, ConnectError) as exc:
+            return Failure(502, "upstream_connect", str(exc))
+        except ReadTimeout:
             return Failure(504, "upstream_timeout", "the upstream did not answer in time")
-        except aiohttp.ServerDisconnectedError:
+        except Disconnected:
             return Failure(
                 502, "stream_truncated", "the upstream closed the connection without answering"
             )
-        except (aiohttp.ClientError, ClientStreamAborted) as exc:
+        except ClientStreamAborted as exc:
             return Failure(
                 502, "upstream_connect", f"upstream request failed: {type(exc).__name__}"
             )
@@ -295,11 +293,9 @@ class ProxyApp:
             exchange.client_gone = True
             task.cancel()
 
-    async def _relay(
-        self, response: aiohttp.ClientResponse, send: Send, exchange: _Exchange, t0: float
-    ) -> None:
+    async def _relay(self, response: Response, send: Send, exchange: _Exchange, t0: float) -> None:
         status = response.status
-        content_type = response.headers.get("content-type", "")
+        content_type = response.header(b"content-type") or ""
         info = exchange.info or RequestInfo()
         streaming = content_type.startswith(STREAMING_TYPES) or (
             info.stream and exchange.api in (Api.OLLAMA_GENERATE, Api.OLLAMA_CHAT)
@@ -313,7 +309,7 @@ class ProxyApp:
                     exchange.api,
                     streaming=streaming,
                     content_type=content_type,
-                    content_encoding=response.headers.get("content-encoding"),
+                    content_encoding=response.header(b"content-encoding"),
                 )
             meter = RequestMeter(
                 t0,
@@ -336,7 +332,8 @@ class ProxyApp:
             exchange.trace if exchange.trace is not None and exchange.trace.capturing else None
         )
         try:
-            async for chunk in response.content.iter_any():
+            read = response.read
+            while chunk := await read():
                 now = time.perf_counter()
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 if capture is not None:
@@ -354,9 +351,9 @@ class ProxyApp:
                     self._measuring_failed(series, error)
                     meter = parser = None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+        except Disconnected:
             outcome = Outcome.UPSTREAM_RESET
-        except (aiohttp.SocketTimeoutError, TimeoutError):
+        except ReadTimeout:
             outcome = Outcome.UPSTREAM_TIMEOUT
         except asyncio.CancelledError:
             task = asyncio.current_task()

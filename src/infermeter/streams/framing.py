@@ -76,6 +76,11 @@ class _PendingLine:
         self._parts.append(piece)
         return False
 
+    @property
+    def idle(self) -> bool:
+        """Nothing held: the next chunk starts a line."""
+        return not self._parts and not self.discarding
+
     def take(self) -> bytes | None:
         """At the end of the stream: the pending line, if one is held."""
         line = b"".join(self._parts) if self._parts and not self.discarding else None
@@ -118,6 +123,20 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent | SSEComment]:
         """Consume bytes; return the events and comments completed by them."""
+        if (
+            self._head is None
+            and chunk[:6] == b"data: "
+            and chunk[-2:] == b"\n\n"
+            and not self._data
+            and not self._event
+            and not self._overflow
+            and not self._skip_lf
+            and self._pending.idle
+            and b"\r" not in chunk
+        ):
+            fast = self._whole_data_events(chunk)
+            if fast is not None:
+                return fast
         head = self._head
         if head is not None:
             head += chunk
@@ -149,6 +168,17 @@ class SSEDecoder:
         if last and self._pending.keep(last):
             self._overflow = True
         return out
+
+    def _whole_data_events(self, chunk: bytes) -> list[SSEEvent | SSEComment] | None:
+        """The common chunk, one or more whole `data: <one line>` events, without the
+        line-by-line state machine; None when the chunk is anything else."""
+        events: list[SSEEvent | SSEComment] = []
+        limit = self._max  # the line cap, stricter than the cap on the value's length + 1
+        for part in chunk[:-2].split(b"\n\n"):
+            if part[:6] != b"data: " or b"\n" in part or len(part) > limit:
+                return None
+            events.append(SSEEvent("message", part[6:]))
+        return events
 
     def close(self) -> list[SSEEvent | SSEComment]:
         """End of stream: deliver a last line and event left without their terminators."""

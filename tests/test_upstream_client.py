@@ -1,0 +1,383 @@
+"""The proxy's upstream HTTP/1.1 client against raw loopback servers that misbehave on cue.
+
+Each server is a real asyncio TCP server answering with scripted bytes, so framing corner
+cases (HEAD, 1xx, a body that runs until the close, stale keep-alive connections) reach the
+client exactly as a real upstream would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from infermeter.proxy.upstream import (
+    KEEPALIVE_SECONDS,
+    ConnectError,
+    Disconnected,
+    ReadTimeout,
+    Response,
+    UpstreamClient,
+)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    """Head and body of one request (Content-Length or chunked)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lower = head.lower()
+    body = b""
+    if b"content-length:" in lower:
+        length = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+    elif b"transfer-encoding: chunked" in lower:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += chunk[:-2]
+    return head, body
+
+
+class Upstream:
+    """A loopback server running `handler` per connection; `stop` closes every connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def _run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await self._handler(reader, writer)
+
+    async def start(self) -> Upstream:
+        self._server = await asyncio.start_server(self._run, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+
+
+async def serve(handler: Handler) -> tuple[Upstream, str]:
+    upstream = await Upstream(handler).start()
+    return upstream, upstream.url
+
+
+def client(url: str, **kw: float) -> UpstreamClient:
+    c = UpstreamClient(
+        pool_size=int(kw.get("pool_size", 8)),
+        connect_timeout=kw.get("connect_timeout", 2.0),
+        read_timeout=kw.get("read_timeout", 5.0),
+        total_timeout=kw.get("total_timeout", 0.0),
+    )
+    c.origin(url)
+    return c
+
+
+async def body_of(response: Response) -> bytes:
+    out = b""
+    while chunk := await response.read():
+        out += chunk
+    response.release()
+    return out
+
+
+def run(coro: Awaitable[None]) -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(coro, 20)
+        await asyncio.sleep(0.01)  # let closed transports finish closing
+
+    asyncio.run(bounded())
+
+
+def test_keep_alive_reuses_one_connection_and_sends_host_and_length() -> None:
+    seen: list[bytes] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while not reader.at_eof():
+            try:
+                head, body = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            seen.append(head + body)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello")
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        for _ in range(3):
+            r = await c.request("POST", "/v1/x?q=1", [("content-type", "text/plain")], b"abc")
+            assert r.status == 200
+            assert r.header(b"x-a") == "1"
+            assert await body_of(r) == b"hello"
+        assert connections == 1
+        assert seen[0].startswith(b"POST /v1/x?q=1 HTTP/1.1\r\n")
+        assert f"host: {url.removeprefix('http://')}\r\n".encode() in seen[0]
+        assert b"content-length: 3\r\n" in seen[0]
+        assert seen[0].endswith(b"\r\n\r\nabc")
+        await c.close()
+        server.close()
+
+    run(main())
+
+
+def test_streamed_upload_is_chunked_without_a_length_and_raw_with_one() -> None:
+    bodies: list[tuple[bytes, bytes]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            try:
+                bodies.append(await read_request(reader))
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b"ab", b"", b"cd"):
+            yield piece
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        r = await c.request("POST", "/", [], pieces())
+        assert await body_of(r) == b""
+        r = await c.request("POST", "/", [("content-length", "4")], pieces())
+        assert await body_of(r) == b""
+        assert b"transfer-encoding: chunked" in bodies[0][0]
+        assert bodies[0][1] == b"abcd"
+        assert b"transfer-encoding" not in bodies[1][0]
+        assert bodies[1][1] == b"abcd"
+        server.close()
+
+    run(main())
+
+
+def test_head_response_ends_at_its_head_and_the_connection_is_reused() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while not reader.at_eof():
+            try:
+                head, _ = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            if head.startswith(b"HEAD"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        r = await c.request("HEAD", "/", [], None)
+        assert r.header(b"content-length") == "1000"
+        assert await body_of(r) == b""
+        r = await c.request("GET", "/", [], None)
+        assert await body_of(r) == b"ok"
+        assert connections == 1
+        server.close()
+
+    run(main())
+
+
+def test_interim_1xx_responses_are_skipped() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nnew")
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        r = await client(url).request("GET", "/", [], None)
+        assert r.status == 201
+        assert r.header(b"link") is None
+        assert await body_of(r) == b"new"
+        server.close()
+
+    run(main())
+
+
+def test_body_until_close_is_complete_but_a_cut_length_is_a_disconnect() -> None:
+    async def until_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await writer.drain()
+        writer.close()
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server, url = await serve(until_close)
+        c = client(url)
+        r = await c.request("GET", "/", [], None)
+        assert await body_of(r) == b"all of it"
+        assert c.open_connections == 0
+        server.close()
+        server, url = await serve(cut)
+        r = await client(url).request("GET", "/", [], None)
+        assert await r.read() == b"part"
+        with pytest.raises(Disconnected):
+            await r.read()
+        r.release()
+        server.close()
+
+    run(main())
+
+
+def test_stale_pooled_connection_is_retried_once_on_a_new_one() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        # Promises keep-alive, then closes as the next request arrives (an idle timeout race).
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.read(1)
+        writer.transport.abort()
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        assert await body_of(await c.request("POST", "/", [], b"1")) == b"ok"
+        assert await body_of(await c.request("POST", "/", [], b"2")) == b"ok"
+        assert connections == 2
+        server.close()
+
+    run(main())
+
+
+def test_read_timeout_before_the_head_and_between_chunks() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(10)
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        server, url = await serve(silent)
+        with pytest.raises(ReadTimeout):
+            await client(url, read_timeout=0.3).request("GET", "/", [], None)
+        server.close()
+        server, url = await serve(stalls)
+        r = await client(url, read_timeout=0.3).request("GET", "/", [], None)
+        assert await r.read() == b"hi"
+        with pytest.raises(ReadTimeout):
+            await r.read()
+        r.release()
+        server.close()
+
+    run(main())
+
+
+def test_pool_size_limits_open_connections_and_waiters_get_freed_ones() -> None:
+    peak = current = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal peak, current
+        current += 1
+        peak = max(peak, current)
+        try:
+            while not reader.at_eof():
+                await read_request(reader)
+                await asyncio.sleep(0.05)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            current -= 1
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url, pool_size=2)
+
+        async def one() -> bytes:
+            return await body_of(await c.request("GET", "/", [], None))
+
+        assert await asyncio.gather(*(one() for _ in range(6))) == [b"x"] * 6
+        assert peak == 2
+        assert c.open_connections == 2
+        await c.close()
+        server.close()
+
+    run(main())
+
+
+def test_idle_connections_are_closed_before_the_upstream_would() -> None:
+    closed = asyncio.Event
+
+    async def main() -> None:
+        gone = closed()
+
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")
+            await reader.read()  # until the client closes
+            gone.set()
+
+        server, url = await serve(handler)
+        c = client(url)
+        assert await body_of(await c.request("GET", "/", [], None)) == b"x"
+        assert c.open_connections == 1
+        await asyncio.wait_for(gone.wait(), KEEPALIVE_SECONDS + 2)
+        assert c.open_connections == 0
+        server.close()
+
+    run(main())
+
+
+def test_refused_connection_names_the_cause() -> None:
+    async def main() -> None:
+        server, url = await serve(read_request)  # type: ignore[arg-type]
+        server.close()
+        await asyncio.sleep(0.05)
+        with pytest.raises(ConnectError, match="cannot connect to the upstream"):
+            await client(url).request("GET", "/", [], None)
+
+    run(main())
+
+
+def test_client_cancellation_closes_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        r = await c.request("GET", "/", [], None)
+        reading = asyncio.ensure_future(r.read())
+        await asyncio.sleep(0.05)
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        r.release()
+        assert c.open_connections == 0
+        server.close()
+
+    run(main())
