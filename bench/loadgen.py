@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -45,9 +46,14 @@ def request_bytes(ttft: float, itl: float, tokens: int, usage: bool = False) -> 
 
 
 async def one_stream(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, sample: Sample
-) -> None:
-    sent = time.perf_counter()
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    request: bytes,
+    sample: Sample,
+    sent: float | None = None,
+) -> bool:
+    """One request on a keep-alive connection; False when the connection broke."""
+    sent = time.perf_counter() if sent is None else sent
     writer.write(request)
     buffer = b""
     first = last = None
@@ -55,7 +61,7 @@ async def one_stream(
         data = await reader.read(65536)
         if not data:
             sample.errors += 1
-            return
+            return False
         now, wall = time.perf_counter(), time.time_ns()
         buffer += data
         *events, buffer = buffer.split(b"\n\n")
@@ -68,7 +74,7 @@ async def one_stream(
                         break
                     buffer += more
                 sample.requests += 1
-                return
+                return True
             match = STAMP.search(event)
             if match is None or b'"role"' in event or b'"content"' not in event:
                 continue
@@ -107,3 +113,40 @@ def percentile(values: list[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def run_open_loop(
+    host: str, port: int, rate: float, duration: float, request: bytes, seed: int = 1
+) -> Sample:
+    """Poisson arrivals at `rate` requests/s for `duration` s, whatever the responses do.
+
+    Arrivals are scheduled in advance and TTFT is counted from the scheduled time, not from
+    when a connection happened to be free, so a slow path cannot slow down its own load
+    (no coordinated omission). Each arrival takes an idle keep-alive connection or opens one.
+    """
+    rng = random.Random(seed)
+    sample = Sample()
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    arrivals: list[float] = []
+    t = 0.0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= duration:
+            break
+        arrivals.append(t)
+
+    async def one(at: float) -> None:
+        await asyncio.sleep(max(0.0, start + at - loop.time()))
+        scheduled = time.perf_counter() - max(0.0, loop.time() - (start + at))
+        conn = idle.pop() if idle else await asyncio.open_connection(host, port)
+        if await one_stream(*conn, request, sample, sent=scheduled):
+            idle.append(conn)
+        else:
+            conn[1].close()
+
+    await asyncio.gather(*(one(at) for at in arrivals))
+    for _, writer in idle:
+        writer.close()
+    return sample

@@ -15,6 +15,7 @@ import asyncio
 import json
 import platform
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -71,25 +72,33 @@ async def measure(
         stagger = duration / streams  # steady arrivals, not one burst per round
         samples: dict[str, list[Sample]] = {name: [] for name in paths}
         cpu_used = dict.fromkeys(paths, 0.0)
+        client_cpu = dict.fromkeys(paths, 0.0)
+        wall = dict.fromkeys(paths, 0.0)
         for _ in range(rounds):
             for name, (port, pid) in paths.items():
-                before = cpu(pid)
+                before, own, started = cpu(pid), time.process_time(), time.perf_counter()
                 samples[name].append(
                     await run_load("127.0.0.1", port, streams, per_stream, request, stagger)
                 )
                 cpu_used[name] += cpu(pid) - before
+                client_cpu[name] += time.process_time() - own
+                wall[name] += time.perf_counter() - started
         direct = merge(samples["direct"])
-        out[str(streams)] = {
-            name: figures(direct, merge(samples[name]), cpu_used[name] if pid else None)
-            for name, (_, pid) in paths.items()
-            if name != "direct"
-        }
+        level: dict[str, dict[str, float | int]] = {}
+        for name, (_, pid) in paths.items():
+            if name != "direct":
+                level[name] = figures(direct, merge(samples[name]), cpu_used[name] if pid else None)
+            else:
+                level[name] = {"requests": direct.requests, "errors": direct.errors}
+            # the load generator's own CPU share: near 1.0, the client is the bottleneck
+            level[name]["client_cpu_share"] = round(client_cpu[name] / max(wall[name], 1e-9), 2)
+        out[str(streams)] = level
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--streams", default="1,16,128")
+    parser.add_argument("--streams", default="1,16,128,512")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=16, help="requests per level per round")
     parser.add_argument("--out", type=Path, default=RESULTS / "proxy_latency.json")
