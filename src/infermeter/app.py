@@ -57,6 +57,11 @@ class _ProxyServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; open connections and requests carry on."""
+        for server in getattr(self, "servers", []):
+            server.close()
+
 
 class Sidecar:
     """Everything `infermeter serve` runs."""
@@ -152,11 +157,15 @@ class Sidecar:
                     },
                 )
             await stop.wait()
+            if self.proxy_server is not None:
+                # Stop accepting now: uvicorn itself would notice should_exit only on its
+                # next 0.1 s tick, and a client told "not ready" must not still get in.
+                self.proxy_server.stop_accepting()
             self.stopping = True  # /readyz answers 503 from now on
             if self.proxy_server is not None and self.proxy is not None:
                 log.info("draining", extra={"timeout": self.settings.drain_timeout})
                 self.proxy.draining = True
-                self.proxy_server.should_exit = True  # stop accepting; wait for open requests
+                self.proxy_server.should_exit = True  # wait for open requests, then exit
                 await tasks[0]
                 if self.proxy.drain_aborted:
                     log.warning(
