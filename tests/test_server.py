@@ -55,3 +55,19 @@ def test_busy_metrics_port_fails_with_a_message(tmp_path: Path) -> None:
         f"infermeter: cannot listen on metrics_listen 127.0.0.1:{port}: Address already in use"
         in result.stderr
     )
+
+
+def test_the_open_file_limit_is_raised_to_the_hard_limit() -> None:
+    """Two sockets per stream: a soft limit of 1,024 would cap the proxy near 500 streams."""
+    import resource
+
+    from infermeter.app import raise_fd_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        raised = raise_fd_limit()
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == raised
+        assert raised == (hard if hard != resource.RLIM_INFINITY else 1 << 20)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
