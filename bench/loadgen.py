@@ -22,6 +22,7 @@ class Sample:
     ttft: list[float] = field(default_factory=list)  # seconds, request sent -> first token
     gaps: list[float] = field(default_factory=list)  # seconds between token events
     delays: list[float] = field(default_factory=list)  # seconds, upstream send -> received
+    late: list[float] = field(default_factory=list)  # open loop: arrival sent after schedule
     requests: int = 0
     errors: int = 0
 
@@ -57,6 +58,7 @@ async def one_stream(
     writer.write(request)
     buffer = b""
     first = last = None
+    head = True
     while True:
         data = await reader.read(65536)
         if not data:
@@ -64,6 +66,13 @@ async def one_stream(
             return False
         now, wall = time.perf_counter(), time.time_ns()
         buffer += data
+        if head:
+            if len(buffer) < 12:
+                continue
+            if buffer[9:12] != b"200":  # an error response has no [DONE] to wait for
+                sample.errors += 1
+                return False
+            head = False
         *events, buffer = buffer.split(b"\n\n")
         for event in events:
             if b"[DONE]" in event:
@@ -116,37 +125,50 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_open_loop(
-    host: str, port: int, rate: float, duration: float, request: bytes, seed: int = 1
+    host: str,
+    port: int,
+    rate: float,
+    duration: float,
+    request: bytes,
+    seed: int = 1,
+    arrivals: str = "poisson",
 ) -> Sample:
-    """Poisson arrivals at `rate` requests/s for `duration` s, whatever the responses do.
+    """Arrivals at `rate` requests/s for `duration` s (Poisson, or evenly spaced with
+    `arrivals="fixed"`), whatever the responses do.
 
     Arrivals are scheduled in advance and TTFT is counted from the scheduled time, not from
     when a connection happened to be free, so a slow path cannot slow down its own load
     (no coordinated omission). Each arrival takes an idle keep-alive connection or opens one.
+    How late this client itself sent each arrival goes to `late`: when that grows, the load
+    generator, not the path, is behind.
     """
+    if arrivals not in ("poisson", "fixed"):
+        raise ValueError(f"arrivals must be 'poisson' or 'fixed', got {arrivals!r}")
     rng = random.Random(seed)
     sample = Sample()
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     loop = asyncio.get_running_loop()
-    start = loop.time()
-    arrivals: list[float] = []
+    schedule: list[float] = []
     t = 0.0
     while True:
-        t += rng.expovariate(rate)
+        t += rng.expovariate(rate) if arrivals == "poisson" else 1.0 / rate
         if t >= duration:
             break
-        arrivals.append(t)
+        schedule.append(t)
+    start = loop.time() + 0.05  # every task is created before the first arrival is due
 
     async def one(at: float) -> None:
         await asyncio.sleep(max(0.0, start + at - loop.time()))
-        scheduled = time.perf_counter() - max(0.0, loop.time() - (start + at))
+        late = max(0.0, loop.time() - (start + at))
+        sample.late.append(late)
+        scheduled = time.perf_counter() - late
         conn = idle.pop() if idle else await asyncio.open_connection(host, port)
         if await one_stream(*conn, request, sample, sent=scheduled):
             idle.append(conn)
         else:
             conn[1].close()
 
-    await asyncio.gather(*(one(at) for at in arrivals))
+    await asyncio.gather(*(one(at) for at in schedule))
     for _, writer in idle:
         writer.close()
     return sample

@@ -45,8 +45,16 @@ http {{
 """
 
 
+def binary() -> str | None:
+    """nginx on PATH, else Debian's /usr/sbin/nginx (not on a non-root user's PATH)."""
+    found = shutil.which("nginx")
+    if found is None and Path("/usr/sbin/nginx").is_file():
+        found = "/usr/sbin/nginx"
+    return found
+
+
 def available() -> bool:
-    return shutil.which("nginx") is not None
+    return binary() is not None
 
 
 @contextmanager
@@ -58,8 +66,11 @@ def nginx_proxy(upstream: str) -> Iterator[tuple[str, int]]:
         prefix.chmod(0o755)
         conf = prefix / "nginx.conf"
         conf.write_text(CONFIG.format(prefix=prefix, port=port, upstream=upstream.split("//")[1]))
+        nginx = binary()
+        if nginx is None:
+            raise FileNotFoundError("nginx is not installed")
         proc = subprocess.Popen(
-            ["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+            [nginx, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

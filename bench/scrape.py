@@ -28,10 +28,11 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(scrapes: int, gpus: int) -> dict[str, object]:
+def run(scrapes: int, gpus: int, lib: Path | None = None) -> dict[str, object]:
+    """`lib`: an already built fake NVML, else one is compiled here."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        lib = build(work)
+        lib = lib or build(work)
         state = work / "nvml.json"
         profiles.write(state, profiles.state([profiles.gpu(i) for i in range(gpus)]))
         with run_sidecar(work, lib_dir=lib.parent, nvml_state=state) as sidecar:

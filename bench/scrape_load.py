@@ -4,14 +4,18 @@ The sidecar runs on the fake NVML (8 H100 profiles) in front of the demo upstrea
 distinct models are sent through it first, so every per-model histogram exists. Then:
 render time for both formats Prometheus may ask for; and 16 streams measured twice, quiet
 and while a separate scraper process fetches /metrics (OpenMetrics, gzip, as Prometheus
-does) every `every` seconds: client-side per-event delay, and the sidecar's own event-loop
-lag histogram over each phase.
+does) every `every` seconds (0: back to back, so every loop-lag probe falls during a
+scrape): client-side per-event delay, and the sidecar's own event-loop lag histogram
+(`infermeter_event_loop_lag_seconds`, one probe per 100 ms) read before and after each
+phase, its p99 estimated from the bucket deltas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
 import re
 import statistics
 import subprocess
@@ -35,7 +39,7 @@ while True:
     t = time.perf_counter()
     c.request("GET", "/metrics", headers={"Accept": accept, "Accept-Encoding": "gzip"})
     c.getresponse().read()
-    print(time.perf_counter() - t, flush=True)
+    print(f"{time.perf_counter() - t:.6f}", flush=True)
     time.sleep(every)
 """
 
@@ -59,16 +63,36 @@ def lag_buckets(sidecar: Sidecar) -> dict[float, float]:
 
 
 def lag_summary(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
-    """Share of loop-lag probes (one per 100 ms) within 1 ms, and the p99 bucket bound."""
+    """The loop-lag probes (one per 100 ms) taken between two readings of the histogram.
+
+    p99 as Prometheus's histogram_quantile would estimate it from the bucket deltas (linear
+    within the bucket), and the upper bound of the bucket it falls in; -1: above every bound.
+    """
     total = after[float("inf")] - before[float("inf")]
     if total <= 0:
         return {"probes": 0}
-    within = {le: (after[le] - before[le]) / total for le in sorted(after)}
-    p99 = next(le for le, share in within.items() if share >= 0.99)
+    bounds = sorted(after)
+    rank = 0.99 * total
+    lower, below, p99, p99_le = 0.0, 0.0, -1.0, -1.0
+    for le in bounds:
+        count = after[le] - before[le]
+        if count >= rank:
+            if le == float("inf"):
+                p99 = p99_le = lower  # histogram_quantile's answer: the highest finite bound
+            else:
+                p99 = lower + (le - lower) * (rank - below) / max(count - below, 1e-12)
+                p99_le = le
+            break
+        lower, below = le, count
+    max_le = next(
+        (le for le in reversed(bounds) if after[le] - before[le] < total), 0.0
+    )  # the last bound some probe exceeded
     return {
         "probes": total,
-        "share_within_1ms": round(within[0.001], 3),
-        "p99_le_ms": p99 * 1000 if p99 != float("inf") else -1,
+        "share_within_1ms": round((after[0.001] - before[0.001]) / total, 3),
+        "p99_ms": round(p99 * 1000, 3),
+        "p99_le_ms": round(p99_le * 1000, 3),
+        "max_above_ms": round(max_le * 1000, 3),
     }
 
 
@@ -91,10 +115,20 @@ def render_times(port: int, accept: str, scrapes: int) -> dict[str, float]:
     }
 
 
-def run(models: int, gpus: int, scrapes: int, every: float, per_stream: int) -> dict[str, object]:
+def run(
+    models: int,
+    gpus: int,
+    scrapes: int,
+    every: float,
+    seconds: float,
+    streams: int = 16,
+    lib: Path | None = None,
+) -> dict[str, object]:
+    """Render times, then `streams` live streams for `seconds` quiet and `seconds` while
+    another process scrapes every `every` s (0: back to back, a burst)."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        lib = build(work)
+        lib = lib or build(work)
         state = work / "nvml.json"
         profiles.write(state, profiles.state([profiles.gpu(i) for i in range(gpus)]))
         with (
@@ -113,46 +147,75 @@ def run(models: int, gpus: int, scrapes: int, every: float, per_stream: int) -> 
                 )
 
             asyncio.run(warm())
-            samples = sum(
-                1 for line in sc.metrics().splitlines() if line and not line.startswith("#")
-            )
+            text = sc.metrics()
+            samples = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+            seen = len(set(re.findall(r'model="(m\d+)"', text)))
             render = {
                 "text": render_times(sc.port, "text/plain", scrapes),
                 "openmetrics": render_times(sc.port, OPENMETRICS, scrapes),
             }
-            phases: dict[str, object] = {}
-            stream_request = model_request("m00", 0.02, 0.01, 20)
-            for phase in ("quiet", "scraping"):
-                scraper = None
-                if phase == "scraping":
-                    scraper = subprocess.Popen(
-                        [sys.executable, "-c", SCRAPER, str(sc.port), str(every), OPENMETRICS],
-                        stdout=subprocess.PIPE,
-                        text=True,
-                    )
-                before = lag_buckets(sc)
-                sample = asyncio.run(
-                    run_load("127.0.0.1", port, 16, per_stream, stream_request, 0.01)
+            phases = {
+                phase: live_streams(
+                    sc, port, streams, seconds, every if phase == "scraping" else None
                 )
-                after = lag_buckets(sc)
-                scraped = 0
-                if scraper is not None:
-                    scraper.terminate()
-                    out, _ = scraper.communicate()
-                    scraped = len(out.split())
-                phases[phase] = {
-                    "events": len(sample.delays),
-                    "event_delay_p50_ms": round(percentile(sample.delays, 0.5) * 1000, 3),
-                    "event_delay_p99_ms": round(percentile(sample.delays, 0.99) * 1000, 3),
-                    "event_delay_max_ms": round(max(sample.delays) * 1000, 3),
-                    "scrapes": scraped,
-                    "loop_lag": lag_summary(before, after),
-                }
+                for phase in ("quiet", "scraping")
+            }
     return {
         "gpus": gpus,
         "models": models,
+        "models_seen": seen,
         "samples": samples,
         "render": render,
+        "streams": streams,
         "streams_during_scrapes": phases,
         "scrape_every_s": every,
     }
+
+
+def live_streams(
+    sc: Sidecar, port: int, streams: int, seconds: float, every: float | None
+) -> dict[str, object]:
+    """Per-event delay of live streams and the loop-lag histogram's delta over the phase;
+    with `every`, a scraper process runs from its first finished scrape to the end."""
+    ttft, itl, tokens = 0.02, 0.01, 20
+    request = model_request("m00", ttft, itl, tokens)
+    duration = ttft + tokens * itl
+    per_stream = max(1, math.ceil(seconds / duration))
+    scraper = None
+    with tempfile.TemporaryFile("w+") as log:
+        if every is not None:
+            # a file, not a pipe: back-to-back scrapes of a small exposition would fill a pipe
+            scraper = subprocess.Popen(
+                [sys.executable, "-c", SCRAPER, str(sc.port), str(every), OPENMETRICS],
+                stdout=log,
+            )
+            deadline = time.monotonic() + 60
+            while os.fstat(log.fileno()).st_size == 0:  # the phase starts at the first scrape
+                if scraper.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the scraper process never finished a scrape")
+                time.sleep(0.01)
+        before = lag_buckets(sc)
+        sample = asyncio.run(
+            run_load("127.0.0.1", port, streams, per_stream, request, duration / streams)
+        )
+        after = lag_buckets(sc)
+        scrape_ms: list[float] = []
+        if scraper is not None:
+            scraper.terminate()
+            scraper.wait()
+            log.seek(0)
+            text = log.read()
+            complete = text[: text.rfind("\n") + 1]  # a last line cut by SIGTERM is dropped
+            scrape_ms = [float(line) * 1000 for line in complete.split()]
+    row: dict[str, object] = {
+        "events": len(sample.delays),
+        "errors": sample.errors,
+        "event_delay_p50_ms": round(percentile(sample.delays, 0.5) * 1000, 3),
+        "event_delay_p99_ms": round(percentile(sample.delays, 0.99) * 1000, 3),
+        "event_delay_max_ms": round(max(sample.delays, default=float("nan")) * 1000, 3),
+        "scrapes": len(scrape_ms),
+        "loop_lag": lag_summary(before, after),
+    }
+    if scrape_ms:
+        row["scrape_ms_median"] = round(statistics.median(scrape_ms), 1)
+    return row
