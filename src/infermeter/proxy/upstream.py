@@ -95,16 +95,21 @@ class Response:
     def header(self, name: bytes) -> str | None:
         """The first value of a header, by lower-case name."""
         for key, value in self.raw_headers:
-            if key.lower() == name:
+            if key == name:
                 return value.decode("latin-1")
         return None
 
+    @property
+    def answered(self) -> bool:
+        """The head arrived and nothing failed since."""
+        return self._head.done() and self._error is None
+
     # --- httptools callbacks --------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()  # once here: header() and the hop-by-hop filter compare lower case
         self.raw_headers.append((name, value))
-        lower = name.lower()
-        if lower == b"content-length" or (
-            lower == b"transfer-encoding" and b"chunked" in value.lower()
+        if name == b"content-length" or (
+            name == b"transfer-encoding" and b"chunked" in value.lower()
         ):
             self._delimited = True
 
@@ -458,25 +463,20 @@ class UpstreamClient:
         again once on a new connection when its body can be replayed (bytes, or none): the
         upstream may have closed the idle connection just as we picked it.
         """
+        head, chunked = self._request_head(method, target, headers, body)
         conn = await self._acquire()
         try:
-            return await self._exchange(conn, method, target, headers, body)
+            return await self._exchange(conn, method == "HEAD", head, body, chunked)
         except Disconnected:
             if not conn.reused or isinstance(body, AsyncIterator):
                 raise
         conn = await self._acquire()
-        return await self._exchange(conn, method, target, headers, body)
+        return await self._exchange(conn, method == "HEAD", head, body, chunked)
 
     async def _exchange(
-        self,
-        conn: _Connection,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: Body,
+        self, conn: _Connection, head_only: bool, head: bytes, body: Body, chunked: bool
     ) -> Response:
-        assert self._origin is not None
-        response = conn.start(head_only=method == "HEAD")
+        response = conn.start(head_only)
         if self.total_timeout:
             response._deadline = conn.loop.call_later(
                 self.total_timeout,
@@ -484,7 +484,7 @@ class UpstreamClient:
                 ReadTimeout("the upstream exchange took longer than the total timeout"),
             )
         try:
-            await self._send(conn, method, target, headers, body)
+            await self._send(conn, head, body, chunked)
             await response.head()
         except BaseException:
             conn.close()
@@ -492,16 +492,14 @@ class UpstreamClient:
             raise
         return response
 
-    async def _send(
-        self,
-        conn: _Connection,
-        method: str,
-        target: str,
-        headers: list[tuple[str, str]],
-        body: Body,
-    ) -> None:
-        assert self._origin is not None
-        assert conn.transport is not None
+    def _request_head(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: Body
+    ) -> tuple[bytes, bool]:
+        """The request head, with the body framing HTTP/1.1 needs; True: send it chunked.
+
+        Built once per request, also when the request is sent again on a new connection.
+        """
+        assert self._origin is not None, "UpstreamClient.origin() was not called"
         has_length = False
         lines = [f"{method} {target or '/'} HTTP/1.1\r\n".encode("latin-1")]
         lines.append(b"host: " + self._origin[3] + b"\r\n")
@@ -509,20 +507,23 @@ class UpstreamClient:
             if name == "content-length":
                 has_length = True
             lines.append(f"{name}: {value}\r\n".encode("latin-1"))
-        transport = conn.transport
+        chunked = False
         if body is None or isinstance(body, bytes):
-            payload = body or b""
-            if not has_length and (payload or method not in BODYLESS_METHODS):
-                lines.append(b"content-length: %d\r\n" % len(payload))
-            lines.append(b"\r\n")
-            lines.append(payload)
-            transport.write(b"".join(lines))
-            return
-        chunked = not has_length
-        if chunked:
+            if not has_length and (body or method not in BODYLESS_METHODS):
+                lines.append(b"content-length: %d\r\n" % len(body or b""))
+        elif not has_length:
+            chunked = True
             lines.append(b"transfer-encoding: chunked\r\n")
         lines.append(b"\r\n")
-        transport.write(b"".join(lines))
+        return b"".join(lines), chunked
+
+    async def _send(self, conn: _Connection, head: bytes, body: Body, chunked: bool) -> None:
+        assert conn.transport is not None
+        transport = conn.transport
+        if body is None or isinstance(body, bytes):
+            transport.write(head + body if body else head)
+            return
+        transport.write(head)
         try:
             async for chunk in body:
                 if not chunk:
@@ -538,7 +539,7 @@ class UpstreamClient:
                 transport.write(b"0\r\n\r\n")
         except Disconnected:
             active = conn._active
-            if active is None or not active._head.done() or active._error is not None:
+            if active is None or not active.answered:
                 raise
             # the upstream answered early (413, say) and closed: its answer stands
 
