@@ -6,13 +6,13 @@ import asyncio
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.recorder import Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.streams.api import api_for_path
 from infermeter.streams.timing import SLO
+from tests.accum import StoreView
 from tests.test_proxy_unit import call
 from tests.upstream import Script, scripted_upstream
 
@@ -31,9 +31,10 @@ def test_forwarded_bytes_are_identical(path: str, content_type: str, chunks: lis
         upstream.script(
             path, Script([(0, c) for c in chunks], headers={"content-type": content_type})
         )
-        registry = CollectorRegistry()
         client = UpstreamClient(pool_size=2, connect_timeout=5, read_timeout=5, total_timeout=0)
-        app = ProxyApp(upstream.url, client, Recorder(registry, 8, SLO(0.45, 0.04, None)))
+        recorder = Recorder.private(8, SLO(0.45, 0.04, None))
+        registry = StoreView(recorder.store)
+        app = ProxyApp(upstream.url, client, recorder)
 
         async def one() -> list[dict[str, object]]:
             try:

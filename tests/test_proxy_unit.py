@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.headers import request_headers, response_headers
@@ -19,6 +18,7 @@ from infermeter.proxy.recorder import OTHER_MODEL, UNKNOWN_MODEL, Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.streams.observation import Observation
 from infermeter.streams.timing import SLO
+from tests.accum import StoreView
 from tests.upstream import Script, scripted_upstream, sse
 
 
@@ -79,7 +79,7 @@ def test_response_headers_drop_hop_by_hop() -> None:
 
 
 def test_model_label_is_capped() -> None:
-    recorder = Recorder(CollectorRegistry(), max_models=2, slo=SLO(None, None, None))
+    recorder = Recorder.private(max_models=2, slo=SLO(None, None, None))
     labels = [recorder.model_label(m) for m in ("a", "b", "c", "a", None, "x" * 500)]
     assert labels == ["a", "b", OTHER_MODEL, "a", UNKNOWN_MODEL, OTHER_MODEL]
 
@@ -130,9 +130,9 @@ def test_a_measuring_failure_never_fails_the_request(caplog: pytest.LogCaptureFi
     body = sse(token, token, "[DONE]")
     with scripted_upstream() as upstream:
         upstream.script("/v1/chat/completions", Script([(0, body[:20]), (0.01, body[20:])]))
-        registry = CollectorRegistry()
         client = UpstreamClient(pool_size=4, connect_timeout=5, read_timeout=5, total_timeout=0)
-        recorder = Recorder(registry, 8, SLO(None, None, None))
+        recorder = Recorder.private(8, SLO(None, None, None))
+        registry = StoreView(recorder.store)
         app = ProxyApp(upstream.url, client, recorder, lambda *a, **k: ExplodingParser())
 
         async def scenario() -> list[dict[str, Any]]:

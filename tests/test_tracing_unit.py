@@ -6,7 +6,6 @@ import asyncio
 import gc
 
 from opentelemetry.trace import Span
-from prometheus_client import CollectorRegistry
 
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.recorder import Recorder
@@ -26,9 +25,7 @@ def test_no_span_objects_without_tracing() -> None:
     with scripted_upstream() as upstream:
         upstream.script("/v1/chat/completions", Script([(0, sse(token, token, "[DONE]"))]))
         client = UpstreamClient(pool_size=4, connect_timeout=5, read_timeout=5, total_timeout=0)
-        app = ProxyApp(
-            upstream.url, client, Recorder(CollectorRegistry(), 8, SLO(None, None, None))
-        )
+        app = ProxyApp(upstream.url, client, Recorder.private(8, SLO(None, None, None)))
         before = live_spans()
 
         async def many() -> int:

@@ -1,71 +1,67 @@
-"""Wires settings to the registry, collectors and servers; runs until SIGTERM or SIGINT.
+"""Wires settings to the supervisor: registry, collectors, metrics server and proxy workers.
 
-One process: the proxy runs on the main thread's event loop (uvloop when available);
-the metrics server, the NVML poller and the XID watcher run in their own threads, so
-nothing slow ever runs on the loop that times user traffic.
+The process model (design notes in the README): this process, the supervisor, owns the
+metrics port, NVML, the process collectors and rendering; `--workers` proxy worker
+processes (`infermeter.worker`) share the proxy's listening socket, time the traffic in
+plain accumulators and hand them over on a Unix socket. With no upstream there are no
+workers: the supervisor alone is the exporter.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-import os
 import platform
-import resource
 import signal
-import sys
-from collections.abc import Callable, Iterator
-from typing import Any, cast
+from collections.abc import Iterable
 
-import uvicorn
 from prometheus_client import (
     CollectorRegistry,
     Gauge,
-    Histogram,
     PlatformCollector,
     disable_created_metrics,
 )
 from prometheus_client import ProcessCollector as ClientProcessCollector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from infermeter import __version__
 from infermeter import metrics as m
 from infermeter.collectors import CollectorSet, Part
+from infermeter.cpus import resolve_workers
 from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
 from infermeter.gpu.poller import GpuPoller
-from infermeter.loop_lag import watch_lag
+from infermeter.merge import Merger
 from infermeter.metrics_auth import metrics_auth
-from infermeter.net import bind
+from infermeter.net import StartupError, bind
 from infermeter.process import ProcessCollector
-from infermeter.proxy.app import ProxyApp
-from infermeter.proxy.errors import HideAbortedStreams
-from infermeter.proxy.recorder import Recorder
-from infermeter.proxy.upstream import UpstreamClient
+from infermeter.proxy.model_slots import ModelSlots
+from infermeter.render import Renderer, exposition
+from infermeter.runtime import FD_LIMIT_CAP, loop_factory, raise_fd_limit
 from infermeter.settings import Settings
-from infermeter.streams.timing import SLO
-from infermeter.tracing import Tracing, TracingConfig, enabled_by_environment
+from infermeter.supervisor import WorkerPool
 
+__all__ = ["FD_LIMIT_CAP", "Sidecar", "raise_fd_limit", "run"]
 log = logging.getLogger(__name__)
 
 
-class _ProxyServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the sidecar decides when to drain."""
+class _PoolMetrics(Collector):
+    """The supervisor's view of its workers, rendered after the proxy's families."""
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    def __init__(self, pool: WorkerPool) -> None:
+        self.pool = pool
 
-    def stop_accepting(self) -> None:
-        """Close the listening sockets; open connections and requests carry on."""
-        for server in getattr(self, "servers", []):
-            server.close()
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        return self.pool.collect()
 
 
 class Sidecar:
-    """Everything `infermeter serve` runs."""
+    """Everything `infermeter serve` runs (in the supervisor process)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -80,191 +76,111 @@ class Sidecar:
         self.poller = (
             GpuPoller(settings.gpu_poll_interval, settings.gpus) if settings.gpu_metrics else None
         )
+        self.merger = Merger()
+        self.renderer = Renderer(self.merger)
+        self.tail: CollectorRegistry | None = None
+        self.pool: WorkerPool | None = None
+        self.workers = resolve_workers(settings.workers) if settings.upstream else 0
         parts: list[Part] = []
         if self.poller is not None:
             parts.append(GpuCollector(self.poller))
-        parts.append(ProcessCollector(settings.watch_pid, settings.watch_process))
+        parts.append(
+            ProcessCollector(settings.watch_pid, settings.watch_process, children=self._pids)
+        )
         self.registry.register(CollectorSet(parts))
-        self.proxy: ProxyApp | None = None
-        self.proxy_server: _ProxyServer | None = None
-        self.tracing: Tracing | None = None
-        if settings.upstream is not None:
-            self._build_proxy(settings, settings.upstream)
         tls = None
         if settings.metrics_tls_cert_file and settings.metrics_tls_key_file:
             tls = (str(settings.metrics_tls_cert_file), str(settings.metrics_tls_key_file))
         self.metrics_server = MetricsServer(
-            settings.metrics_listen, self.registry, self.readiness, metrics_auth(settings), tls
+            settings.metrics_listen, self.render, self.readiness, metrics_auth(settings), tls
         )
         self.stopping = False
 
-    def _build_proxy(self, settings: Settings, upstream: str) -> None:
-        recorder = Recorder(
-            self.registry,
-            settings.max_models,
-            SLO(ttft=settings.slo_ttft, tpot=settings.slo_tpot, e2e=settings.slo_e2e),
-        )
-        client = UpstreamClient(
-            pool_size=settings.upstream_pool_size,
-            connect_timeout=settings.upstream_connect_timeout,
-            read_timeout=settings.upstream_read_timeout,
-            total_timeout=settings.upstream_timeout,
-        )
-        self.tracing = make_tracing(settings, upstream)
-        self.proxy = ProxyApp(upstream, client, recorder, tracing=self.tracing)
-        self.lag = cast(Histogram, m.EVENT_LOOP_LAG.live(self.registry))
-        self.tasks = cast(Gauge, m.EVENT_LOOP_TASKS.live(self.registry))
-        config = uvicorn.Config(
-            self.proxy,
-            loop="none",  # we own the loop
-            http="httptools" if _has("httptools") else "h11",
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            date_header=False,
-            proxy_headers=False,  # we add X-Forwarded-* ourselves; no middleware on the path
-            timeout_keep_alive=75,  # longer than any client's idle keep-alive
-            timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
-            backlog=2048,
-        )
-        self.proxy_server = _ProxyServer(config)
-        logging.getLogger("uvicorn.error").addFilter(HideAbortedStreams())
+    def _pids(self) -> list[int]:
+        return self.pool.pids() if self.pool is not None else []
+
+    def render(self, openmetrics: bool, names: frozenset[str] | None) -> bytes:
+        return exposition(self.registry, self.renderer, self.tail, openmetrics, names)
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "shutting down"
-        if self.proxy_server is not None and not self.proxy_server.started:
-            return False, "proxy starting"
+        if self.pool is not None and not self.pool.ready():
+            return False, "proxy workers starting"
         if self.poller is not None and not self.poller.first_poll_done:
             return False, "waiting for the first GPU poll"
         return True, "ready"
 
-    async def serve(self, stop: asyncio.Event) -> None:
+    async def serve(self, stop: asyncio.Event) -> int:
         self.metrics_server.start()
         if self.poller is not None:
             self.poller.start()
-        tasks: list[asyncio.Task[Any]] = []
+        listen = None
         try:
-            if self.proxy_server is not None:
-                sock = bind("listen", self.settings.listen)
-                tasks.append(asyncio.create_task(self.proxy_server.serve(sockets=[sock])))
-                tasks.append(asyncio.create_task(watch_lag(self.lag, self.tasks)))
+            if self.settings.upstream is not None:
+                listen = bind("listen", self.settings.listen)
+                slots = ModelSlots.create(self.settings.max_models)
+                self.pool = WorkerPool(self.settings, self.workers, listen, slots, self.merger)
+                self.tail = CollectorRegistry(auto_describe=False)
+                self.tail.register(_PoolMetrics(self.pool))
+                await self.pool.start()
                 log.info(
                     "proxy listening",
                     extra={
                         "address": str(self.settings.listen),
                         "upstream": self.settings.upstream,
+                        "workers": self.workers,
                     },
                 )
-            await stop.wait()
-            if self.proxy_server is not None:
-                # Stop accepting now: uvicorn itself would notice should_exit only on its
-                # next 0.1 s tick, and a client told "not ready" must not still get in.
-                self.proxy_server.stop_accepting()
-            self.stopping = True  # /readyz answers 503 from now on
-            if self.proxy_server is not None and self.proxy is not None:
+                failed = asyncio.create_task(self.pool.wait_failed())
+                await asyncio.wait(
+                    [failed, asyncio.create_task(stop.wait())],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if failed.done():
+                    raise StartupError(failed.result())
+            else:
+                await stop.wait()
+            if listen is not None:
+                # Once the workers close their copies too, new connections are refused
+                # rather than left in a backlog nobody accepts from.
+                listen.close()
+            if self.pool is not None:
                 log.info("draining", extra={"timeout": self.settings.drain_timeout})
-                self.proxy.draining = True
-                self.proxy_server.should_exit = True  # wait for open requests, then exit
-                await tasks[0]
-                if self.proxy.drain_aborted:
-                    log.warning(
-                        "drain timeout: open requests were ended",
-                        extra={"requests": self.proxy.drain_aborted},
-                    )
+                await self.pool.stop_accepting()
+            self.stopping = True  # /readyz answers 503 from now on
+            if self.pool is not None:
+                await self.pool.stop()
         finally:
-            for task in tasks:
-                task.cancel()
-            if self.tracing is not None:
-                self.tracing.shutdown()  # flushes the spans of the last requests
+            if self.pool is not None and not self.pool.stopping:
+                await self.pool.stop()
+            if listen is not None:
+                listen.close()
             if self.poller is not None:
                 self.poller.stop()
-            self.metrics_server.stop()
-
-
-def make_tracing(settings: Settings, upstream: str) -> Tracing | None:
-    """Tracing is off unless asked for, by our flag or by the standard OTEL_* variables."""
-    if settings.otlp_endpoint is None and not enabled_by_environment(os.environ):
-        return None
-    config = TracingConfig(
-        endpoint=settings.otlp_endpoint,
-        sample_ratio=settings.trace_sample_ratio,
-        metrics=settings.otlp_metrics,
-        capture_content=settings.capture_content,
-        capture_max_bytes=settings.capture_content_max_bytes,
-    )
-    log.info(
-        "tracing on",
-        extra={"endpoint": settings.otlp_endpoint or "from OTEL_* environment",
-               "sample_ratio": settings.trace_sample_ratio},
-    )  # fmt: skip
-    return Tracing(config, upstream)
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
-# Rendering /metrics (thousands of samples) runs in another thread but holds the GIL; with
-# Python's default 5 ms switch interval the proxy's loop would wait up to 5 ms behind it,
-# inflating the latencies it measures. 0.5 ms bounds that wait.
-SWITCH_INTERVAL = 0.0005
-
-
-def raise_fd_limit() -> int:
-    """Raise the soft limit on open files to the hard one; return the new soft limit.
-
-    Every proxied stream holds two sockets, so the soft limit of 1,024 that many systems
-    start processes with would cap the proxy near 500 concurrent streams.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = FD_LIMIT_CAP if hard == resource.RLIM_INFINITY else hard
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return soft
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        return soft
-    return target
-
-
-#: Used when the hard limit is unlimited (Linux refuses an unlimited soft limit).
-FD_LIMIT_CAP = 1 << 20
+            await self.metrics_server.stop()
+        return 0
 
 
 def run(settings: Settings) -> int:
-    sys.setswitchinterval(SWITCH_INTERVAL)
     raise_fd_limit()
     sidecar = Sidecar(settings)
 
-    async def main() -> None:
+    async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _on_signal, stop, sig)
-        await sidecar.serve(stop)
+        return await sidecar.serve(stop)
 
     log.info(
         "infermeter starting",
         extra={"version": __version__, "metrics": str(settings.metrics_listen)},
     )
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(main())
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        code = runner.run(main())
     log.info("stopped")
-    return 0
+    return code
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:

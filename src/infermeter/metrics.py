@@ -264,16 +264,36 @@ DRAIN_ABORTED = _inference(
 EVENT_LOOP_LAG = MetricSpec(
     "infermeter_event_loop_lag_seconds",
     "histogram",
-    "How late the proxy's event loop ran a timer: when high, measured latencies are inflated "
-    "by the sidecar itself.",
+    "How late each proxy worker's event loop ran a timer: when high, measured latencies are "
+    "inflated by the sidecar itself.",
+    ("worker",),
     buckets=LAG_BUCKETS,
 )
 
 EVENT_LOOP_TASKS = MetricSpec(
     "infermeter_event_loop_tasks",
     "gauge",
-    "asyncio tasks alive on the proxy's loop (about one per open request): a steady climb "
-    "with flat traffic is a leak.",
+    "asyncio tasks alive on each proxy worker's loop (about one per open request): a steady "
+    "climb with flat traffic is a leak.",
+    ("worker",),
+)
+WORKER_RESTARTS = MetricSpec(
+    "infermeter_worker_restarts_total",
+    "counter",
+    "Proxy workers that died and were restarted by the supervisor, by worker slot.",
+    ("worker",),
+)
+WORKER_SNAPSHOT_AGE = MetricSpec(
+    "infermeter_worker_snapshot_age_seconds",
+    "gauge",
+    "Seconds since the supervisor last heard from the proxy worker (it hands over a snapshot "
+    "every 0.25 s): the proxy figures of this scrape are that old for this worker.",
+    ("worker",),
+)
+WORKERS_READY = MetricSpec(
+    "infermeter_workers_ready",
+    "gauge",
+    "Proxy workers accepting connections (of --workers).",
 )
 
 # --- collectors and the sidecar itself -------------------------------------------------------

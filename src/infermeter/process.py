@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -60,8 +60,15 @@ def matches(name: str, proc_name: str, cmdline: list[str]) -> int:
 class ProcessCollector:
     name = "process"
 
-    def __init__(self, watch_pid: int | None = None, watch_process: str | None = None) -> None:
+    def __init__(
+        self,
+        watch_pid: int | None = None,
+        watch_process: str | None = None,
+        children: Callable[[], list[int]] | None = None,
+    ) -> None:
         self._self = psutil.Process()
+        self._children = children
+        self._workers: dict[int, psutil.Process] = {}
         self._watch_pid = watch_pid
         self._watch_name = watch_process
         self._server: psutil.Process | None = None
@@ -84,11 +91,26 @@ class ProcessCollector:
                 m.PROCESS_FDS,
             )
         ]
-        self._add(families, "sidecar", self._self, [])
+        self._add(families, "sidecar", self._self, self._own_children())
         if self.watching:
             server = self._find_server()
             self._add(families, "server", server, self._server_descendants(server))
         return families
+
+    def _own_children(self) -> list[psutil.Process]:
+        """The proxy workers (pids from the supervisor: no scan of /proc per scrape)."""
+        if self._children is None:
+            return []
+        pids = self._children()
+        for pid in set(self._workers) - set(pids):
+            del self._workers[pid]
+        for pid in pids:
+            if pid not in self._workers:
+                try:
+                    self._workers[pid] = psutil.Process(pid)
+                except psutil.NoSuchProcess:
+                    continue
+        return list(self._workers.values())
 
     def _server_descendants(self, server: psutil.Process | None) -> list[psutil.Process]:
         """Listing descendants scans all of /proc, so it is refreshed now and then only."""

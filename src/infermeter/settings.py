@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 ENV_PREFIX = "INFERMETER_"
+MAX_WORKERS = 64
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 
 
@@ -105,6 +106,11 @@ class Settings(BaseModel):
         default=1024,
         ge=1,
         description="Most connections kept open to the upstream (keep-alive pool).",
+    )
+    workers: int | Literal["auto"] = Field(
+        default=1,
+        description="Proxy worker processes sharing the listen address (one core each); "
+        "auto: the CPUs this container may use (cgroup quota and affinity), at most 16.",
     )
     drain_timeout: float = Field(
         default=30.0,
@@ -231,6 +237,20 @@ class Settings(BaseModel):
         """`none` or `off` switches an optional setting off from flags and env."""
         if isinstance(value, str) and value.strip().lower() in ("none", "off", ""):
             return None
+        return value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text == "auto":
+                return "auto"
+            if not text.isdigit():
+                raise ValueError(f"expected a number of workers or auto, got {value!r}")
+            value = int(text)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+            raise ValueError(f"expected 1-{MAX_WORKERS} or auto, got {value!r}")
         return value
 
     @field_validator("gpus", mode="before")

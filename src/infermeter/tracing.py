@@ -9,6 +9,7 @@ a `Tracing` and never creates a span object.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -30,6 +31,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from infermeter import __version__
+from infermeter.settings import Settings
 from infermeter.streams.api import Api
 from infermeter.streams.timing import RequestRecord
 
@@ -351,3 +353,22 @@ def _input_of(body: bytes) -> bytes:
 
 def _text(data: bytes, limit: int) -> str:
     return data[:limit].decode("utf-8", "replace")
+
+
+def make_tracing(settings: Settings, upstream: str) -> Tracing | None:
+    """Tracing is off unless asked for, by our flag or by the standard OTEL_* variables."""
+    if settings.otlp_endpoint is None and not enabled_by_environment(os.environ):
+        return None
+    config = TracingConfig(
+        endpoint=settings.otlp_endpoint,
+        sample_ratio=settings.trace_sample_ratio,
+        metrics=settings.otlp_metrics,
+        capture_content=settings.capture_content,
+        capture_max_bytes=settings.capture_content_max_bytes,
+    )
+    logging.getLogger(__name__).info(
+        "tracing on",
+        extra={"endpoint": settings.otlp_endpoint or "from OTEL_* environment",
+               "sample_ratio": settings.trace_sample_ratio},
+    )  # fmt: skip
+    return Tracing(config, upstream)

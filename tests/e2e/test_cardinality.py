@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 from bench.loadgen import run_load
-from prometheus_client import CollectorRegistry
 
 from infermeter.proxy.recorder import Recorder
 from infermeter.streams.timing import SLO
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_hundred_thousand_models_keep_the_label_bounded() -> None:
-    recorder = Recorder(CollectorRegistry(), max_models=64, slo=SLO(None, None, None))
+    recorder = Recorder.private(max_models=64, slo=SLO(None, None, None))
     labels = {recorder.series(f"model-{i}", "chat_completions").model for i in range(100_000)}
     assert len(labels) == 65
     assert "_other" in labels

@@ -19,6 +19,7 @@ GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden" / "proxy-workload.pro
 VOLATILE = re.compile(
     r"^(process_|python_|infermeter_process_|infermeter_collector_duration_seconds|"
     r"infermeter_build_info|infermeter_event_loop_lag_seconds|infermeter_event_loop_tasks|"
+    r"infermeter_worker_snapshot_age_seconds|"
     r"infermeter_\w+_seconds_(bucket|sum))"
 )
 ROLE = '{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}'

@@ -1,17 +1,19 @@
-"""Turns finished request records into Prometheus observations, cheaply and boundedly.
+"""Turns finished request records into observations, cheaply and boundedly.
 
-Children of each labelled metric are looked up once per (model, api) and cached, so the
-hot path does no label hashing beyond one dict lookup per request. The `model` label is
-capped: after `max_models` distinct values, new ones are recorded as `_other`.
+Observations go to plain accumulators (`infermeter.accumulators`) that the worker hands to
+the supervisor; children of each labelled metric are looked up once per (model, api) and
+cached, so the hot path does no label hashing beyond one dict lookup per request. The
+`model` label is capped for the whole sidecar by the shared `ModelSlots`: after
+`max_models` distinct values, new ones are recorded as `_other`.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from prometheus_client import CollectorRegistry, Counter
+from typing import Any
 
 from infermeter import metrics as m
+from infermeter.accumulators import Store
+from infermeter.proxy.model_slots import ModelSlots
 from infermeter.streams.timing import SLO, RequestRecord, is_good
 
 OTHER_MODEL = "_other"
@@ -52,41 +54,41 @@ class Series:
 
 
 class Recorder:
-    def __init__(self, registry: CollectorRegistry, max_models: int, slo: SLO) -> None:
-        self.max_models = max_models
+    def __init__(self, store: Store, slots: ModelSlots, slo: SLO) -> None:
+        self.store = store
+        self.slots = slots
         self.slo = slo
-        self._requests = cast(Counter, m.REQUESTS.live(registry))
-        self._errors = cast(Counter, m.REQUEST_ERRORS.live(registry))
+        self._requests = store.live(m.REQUESTS)
+        self._errors = store.live(m.REQUEST_ERRORS)
         self._metrics = {
-            "in_flight": m.IN_FLIGHT.live(registry),
-            "ttfb": m.TTFB.live(registry),
-            "ttft": m.TTFT.live(registry),
-            "itl": m.ITL.live(registry),
-            "tpot": m.TPOT.live(registry),
-            "e2e": m.E2E.live(registry),
-            "prompt_tokens": m.PROMPT_TOKENS.live(registry),
-            "completion_tokens": m.COMPLETION_TOKENS.live(registry),
-            "completion_estimated": m.COMPLETION_TOKENS_ESTIMATED.live(registry),
-            "request_prompt_tokens": m.REQUEST_PROMPT_TOKENS.live(registry),
-            "request_completion_tokens": m.REQUEST_COMPLETION_TOKENS.live(registry),
-            "goodput": m.GOODPUT.live(registry),
-            "drain_aborted": m.DRAIN_ABORTED.live(registry),
+            "in_flight": store.live(m.IN_FLIGHT),
+            "ttfb": store.live(m.TTFB),
+            "ttft": store.live(m.TTFT),
+            "itl": store.live(m.ITL),
+            "tpot": store.live(m.TPOT),
+            "e2e": store.live(m.E2E),
+            "prompt_tokens": store.live(m.PROMPT_TOKENS),
+            "completion_tokens": store.live(m.COMPLETION_TOKENS),
+            "completion_estimated": store.live(m.COMPLETION_TOKENS_ESTIMATED),
+            "request_prompt_tokens": store.live(m.REQUEST_PROMPT_TOKENS),
+            "request_completion_tokens": store.live(m.REQUEST_COMPLETION_TOKENS),
+            "goodput": store.live(m.GOODPUT),
+            "drain_aborted": store.live(m.DRAIN_ABORTED),
         }
-        self._models: set[str] = set()
         self._series: dict[tuple[str, str], Series] = {}
         self._codes: dict[tuple[str, str, int], Any] = {}
         self._error_children: dict[tuple[str, str, str], Any] = {}
+
+    @classmethod
+    def private(cls, max_models: int, slo: SLO) -> Recorder:
+        """A recorder with its own store and model slots (one process: tests, tools)."""
+        return cls(Store(), ModelSlots.create(max_models), slo)
 
     def model_label(self, model: str | None) -> str:
         if not model:
             return UNKNOWN_MODEL
         model = model[:MAX_MODEL_LENGTH]
-        if model in self._models:
-            return model
-        if len(self._models) >= self.max_models:
-            return OTHER_MODEL
-        self._models.add(model)
-        return model
+        return model if self.slots.claim(model) else OTHER_MODEL
 
     def series(self, model: str | None, api: str) -> Series:
         label = self.model_label(model)

@@ -1,0 +1,88 @@
+"""The `model` label slots of the whole sidecar, shared by every proxy worker.
+
+`--max-models` bounds the series of the whole sidecar, not of each worker, and a model must
+get the same label in every worker. The slots live in one small append-only file the
+supervisor creates and every worker inherits: records of (length, UTF-8 name). Claiming
+takes a POSIX record lock (per process, unlike flock, which the inherited descriptor would
+share) and appends; reading needs no lock (a record is written whole before the next read
+can see it, and a torn tail is left for the next read). Each worker caches what it has read,
+and once the file holds `capacity` names no new name can get in, so a flood of unknown
+names costs no system call at all.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import tempfile
+
+_LENGTH = struct.Struct("<H")
+_READ = 1 << 16
+
+
+class ModelSlots:
+    def __init__(self, fd: int, capacity: int) -> None:
+        self.fd = fd
+        self.capacity = capacity
+        self._known: set[str] = set()
+        self._offset = 0
+
+    @classmethod
+    def create(cls, capacity: int) -> ModelSlots:
+        """A fresh, empty table in an unlinked temporary file (inheritable by workers)."""
+        with tempfile.TemporaryFile(prefix="infermeter-models-") as handle:
+            return cls(os.dup(handle.fileno()), capacity)
+
+    @property
+    def full(self) -> bool:
+        return len(self._known) >= self.capacity
+
+    def known(self, name: str) -> bool:
+        """Has `name` a slot (in any worker)?"""
+        if name in self._known:
+            return True
+        if self.full:
+            return False
+        self._refresh()
+        return name in self._known
+
+    def claim(self, name: str) -> bool:
+        """Give `name` a slot if one is free; True if it has one now."""
+        if self.known(name) or self.full:
+            return name in self._known
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        try:
+            self._refresh()
+            if name in self._known or self.full:
+                return name in self._known
+            data = name.encode()
+            record = _LENGTH.pack(len(data)) + data
+            os.pwrite(self.fd, record, self._offset)
+            self._offset += len(record)
+            self._known.add(name)
+            return True
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def names(self) -> list[str]:
+        self._refresh()
+        return sorted(self._known)
+
+    def _refresh(self) -> None:
+        while True:
+            data = os.pread(self.fd, _READ, self._offset)
+            at = 0
+            while at + _LENGTH.size <= len(data):
+                (length,) = _LENGTH.unpack_from(data, at)
+                end = at + _LENGTH.size + length
+                if end > len(data):
+                    break  # torn tail (or the end of this read): read again from here
+                self._known.add(data[at + _LENGTH.size : end].decode())
+                at = end
+            self._offset += at
+            if len(data) < _READ or at == 0:
+                return
+
+    def close(self) -> None:
+        os.close(self.fd)

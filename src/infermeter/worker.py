@@ -1,0 +1,236 @@
+"""A proxy worker process: forwards and times traffic, hands its accumulators to the supervisor.
+
+Started by the supervisor (`python -m infermeter.worker`) with three inherited descriptors:
+the shared listening socket, its end of the channel (a Unix socketpair) and the model-slot
+table. The first frame on the channel is the settings; from then on the worker only
+writes: a snapshot of the series it touched every `SNAPSHOT_INTERVAL`, and a last one after
+its drain. Nothing here renders an exposition or answers a scrape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import uvicorn
+
+from infermeter import metrics as m
+from infermeter.accumulators import Store
+from infermeter.channel import SNAPSHOT_INTERVAL, encode
+from infermeter.loop_lag import watch_lag
+from infermeter.proxy.app import ProxyApp
+from infermeter.proxy.errors import HideAbortedStreams
+from infermeter.proxy.model_slots import ModelSlots
+from infermeter.proxy.recorder import Recorder
+from infermeter.proxy.upstream import UpstreamClient
+from infermeter.runtime import has_module, loop_factory, raise_fd_limit
+from infermeter.settings import Settings
+from infermeter.streams.timing import SLO
+from infermeter.tracing import make_tracing
+
+log = logging.getLogger(__name__)
+_LENGTH = struct.Struct("!I")
+
+
+class ProxyServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the worker decides when to drain."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; open connections and requests carry on."""
+        for server in getattr(self, "servers", []):
+            server.close()
+
+
+class _Channel(asyncio.Protocol):
+    """The worker's end: it writes; end-of-file means the supervisor is gone."""
+
+    def __init__(self, gone: asyncio.Event) -> None:
+        self.gone = gone
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone.set()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def eof_received(self) -> bool:
+        self.gone.set()
+        return True  # keep our writing half open for the last snapshot
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, index: int, listen: socket.socket, slots: ModelSlots
+    ) -> None:
+        assert settings.upstream is not None
+        self.settings = settings
+        self.index = index
+        self.listen = listen
+        self.store = Store()
+        recorder = Recorder(
+            self.store,
+            slots,
+            SLO(ttft=settings.slo_ttft, tpot=settings.slo_tpot, e2e=settings.slo_e2e),
+        )
+        client = UpstreamClient(
+            pool_size=settings.upstream_pool_size,
+            connect_timeout=settings.upstream_connect_timeout,
+            read_timeout=settings.upstream_read_timeout,
+            total_timeout=settings.upstream_timeout,
+        )
+        self.tracing = make_tracing(settings, settings.upstream)
+        self.proxy = ProxyApp(settings.upstream, client, recorder, tracing=self.tracing)
+        worker = str(index)
+        self.lag = self.store.live(m.EVENT_LOOP_LAG).labels(worker)
+        self.tasks = self.store.live(m.EVENT_LOOP_TASKS).labels(worker)
+        config = uvicorn.Config(
+            self.proxy,
+            loop="none",  # we own the loop
+            http="httptools" if has_module("httptools") else "h11",
+            lifespan="on",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            proxy_headers=False,  # we add X-Forwarded-* ourselves; no middleware on the path
+            timeout_keep_alive=75,  # longer than any client's idle keep-alive
+            timeout_graceful_shutdown=math.ceil(settings.drain_timeout),
+            backlog=2048,
+        )
+        self.server = ProxyServer(config)
+        logging.getLogger("uvicorn.error").addFilter(HideAbortedStreams())
+        self._declared = 0
+        self._transport: asyncio.WriteTransport | None = None
+
+    def _send(self, message: Any) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode(message))
+
+    def snapshot(self) -> None:
+        """Hand over what changed: cheap (the touched series only), never blocks."""
+        decls = self.store.declarations()
+        new, self._declared = decls[self._declared :], len(decls)
+        self._send(("snap", [tuple(d) for d in new], self.store.take()))
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_INTERVAL)
+            try:
+                self.snapshot()
+            except Exception:  # a bug here must not end the hand-overs for good
+                log.exception("snapshot failed", extra={"worker": self.index})
+
+    async def _announce_ready(self) -> None:
+        while not self.server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+            await asyncio.sleep(0.01)
+        self.snapshot()
+        self._send(("ready",))
+
+    async def run(self, channel: socket.socket) -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        transport, protocol = await loop.create_connection(lambda: _Channel(stop), sock=channel)
+        self._transport = transport
+        self._send(("hello", os.getpid()))
+        serving = asyncio.create_task(self.server.serve(sockets=[self.listen]))
+        helpers = [
+            asyncio.create_task(watch_lag(self.lag, self.tasks)),
+            asyncio.create_task(self._snapshots()),
+            asyncio.create_task(self._announce_ready()),
+        ]
+        try:
+            await asyncio.wait(
+                [serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
+            # Stop accepting now: uvicorn would notice should_exit only on its next tick.
+            self.server.stop_accepting()
+            self.listen.close()
+            self._send(("draining",))  # the supervisor turns /readyz 503 after this
+            log.info(
+                "draining", extra={"worker": self.index, "timeout": self.settings.drain_timeout}
+            )
+            self.proxy.draining = True
+            self.server.should_exit = True  # wait for open requests, then exit
+            await serving
+            if self.proxy.drain_aborted:
+                log.warning(
+                    "drain timeout: open requests were ended",
+                    extra={"requests": self.proxy.drain_aborted},
+                )
+        finally:
+            for task in helpers:
+                task.cancel()
+            if self.tracing is not None:
+                self.tracing.shutdown()  # flushes the spans of the last requests
+            self.snapshot()
+            self._send(("bye", self.proxy.drain_aborted))
+            transport.close()  # flushes what is buffered first
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
+        return 0
+
+
+def read_settings(channel: socket.socket) -> Settings:
+    """The first frame from the supervisor: its validated settings, pickled."""
+    head = _recv_exactly(channel, _LENGTH.size)
+    (length,) = _LENGTH.unpack(head)
+    settings = pickle.loads(_recv_exactly(channel, length))
+    if not isinstance(settings, Settings):
+        raise TypeError("the supervisor sent no settings")
+    return settings
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the supervisor closed the channel")
+        data += chunk
+    return bytes(data)
+
+
+def settings_frame(settings: Settings) -> bytes:
+    body = pickle.dumps(settings)
+    return _LENGTH.pack(len(body)) + body
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infermeter-worker")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--slots-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    channel = socket.socket(fileno=args.channel_fd)
+    settings = read_settings(channel)
+    from infermeter import logs
+
+    logs.configure(settings.log_format, settings.log_level)
+    raise_fd_limit()
+    listen = socket.socket(fileno=args.listen_fd)
+    slots = ModelSlots(args.slots_fd, settings.max_models)
+    worker = Worker(settings, args.index, listen, slots)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(worker.run(channel))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
