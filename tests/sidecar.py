@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
@@ -110,6 +111,12 @@ class Sidecar:
     def stop(self) -> int:
         return terminate(self.proc)
 
+    def worker_pids(self) -> list[int]:
+        """The proxy worker processes, oldest first."""
+        children = psutil.Process(self.proc.pid).children()
+        workers = [c for c in children if "infermeter.worker" in " ".join(c.cmdline())]
+        return [c.pid for c in sorted(workers, key=lambda c: c.create_time())]
+
 
 @contextmanager
 def run_sidecar(
@@ -120,8 +127,11 @@ def run_sidecar(
     env: dict[str, str] | None = None,
     ready: bool = True,
     upstream: str | None = None,
+    prefix: tuple[str, ...] = (),
 ) -> Iterator[Sidecar]:
-    """The real sidecar; with `upstream`, its proxy listens on a free loopback port."""
+    """The real sidecar; with `upstream`, its proxy listens on a free loopback port.
+
+    `prefix`: a command to run it under (e.g. taskset)."""
     port = free_port()
     proxy_port = None
     if upstream is not None:
@@ -135,7 +145,7 @@ def run_sidecar(
     log = tmp_path / f"sidecar-{port}.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [INFERMETER, "serve", "--metrics-listen", f"127.0.0.1:{port}", *args],
+            [*prefix, INFERMETER, "serve", "--metrics-listen", f"127.0.0.1:{port}", *args],
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=environ,

@@ -39,7 +39,7 @@ from infermeter.settings import Settings
 from infermeter.streams.timing import SLO
 from infermeter.tracing import make_tracing
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("infermeter.worker")  # not __main__ under -m
 _LENGTH = struct.Struct("!I")
 
 

@@ -139,27 +139,35 @@ def test_upstream_unreachable_is_an_error_span(tmp_path: Path) -> None:
     assert span.status.code == ERROR
 
 
-def test_exemplars_link_histograms_to_exported_traces(tmp_path: Path) -> None:
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
-        tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
-        upstream=upstream, env=FAST_EXPORT,
-    ) as sidecar:  # fmt: skip
-        for _ in range(3):
-            httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0.01"})
-        spans = spans_of(receiver, 3)
-        text = sidecar.get("/metrics", Accept="application/openmetrics-text; version=1.0.0").text
-    traces = {span.trace_id.hex() for span in spans}
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.exemplar is not None:
-                found.setdefault(family.name, set()).add(sample.exemplar.labels["trace_id"])
-    for name in (
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_exemplars_link_histograms_to_exported_traces(tmp_path: Path, workers: str) -> None:
+    """Exemplars survive the hand-over and the merge of several workers' histograms."""
+    names = (
         "infermeter_time_to_first_token_seconds",
         "infermeter_inter_token_latency_seconds",
         "infermeter_request_duration_seconds",
-    ):
-        assert found.get(name), f"no exemplar on {name}"
+    )
+    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+        tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--workers", workers,
+        upstream=upstream, env=FAST_EXPORT,
+    ) as sidecar:  # fmt: skip
+        for _ in range(6):
+            with httpx.Client() as client:  # a new connection each: any worker may take it
+                client.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0.01"})
+        spans = spans_of(receiver, 6)
+
+        def exemplars() -> dict[str, set[str]] | None:
+            text = sidecar.get("/metrics", Accept="application/openmetrics-text; version=1.0.0")
+            found: dict[str, set[str]] = {}
+            for family in text_string_to_metric_families(text.text):
+                for sample in family.samples:
+                    if sample.exemplar is not None:
+                        found.setdefault(family.name, set()).add(sample.exemplar.labels["trace_id"])
+            return found if all(found.get(name) for name in names) else None
+
+        found = wait_for(exemplars, what="exemplars on every histogram")
+    traces = {span.trace_id.hex() for span in spans}
+    for name in names:
         assert found[name] <= traces
 
 
