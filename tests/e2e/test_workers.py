@@ -13,6 +13,8 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -33,6 +35,18 @@ SLOW = Script([(0, sse(TOKEN))] + [(0.1, sse(TOKEN))] * 20 + [(0, sse("[DONE]"))
 def total(text: str, name: str, **labels: str) -> float:
     want = set(labels.items())
     return sum(v for (n, ls), v in samples(text).items() if n == name and want <= set(ls))
+
+
+@contextmanager
+def two_workers(tmp_path: Path, script: Script, *args: str) -> Iterator[Sidecar]:
+    """The sidecar with --workers 2 before a scripted upstream (also /quick: QUICK)."""
+    with scripted_upstream() as upstream:
+        upstream.script(CHAT, script)
+        upstream.script("/quick" + CHAT, QUICK)
+        with run_sidecar(
+            tmp_path, "--no-gpu-metrics", "--workers", "2", *args, upstream=upstream.url
+        ) as sidecar:
+            yield sidecar
 
 
 def wait_total(sidecar: Sidecar, name: str, at_least: float) -> str:
@@ -85,6 +99,17 @@ class RawStream:
         return self.received.rstrip().endswith(b"0") and b"data: [DONE]" in self.received
 
 
+def open_streams(sidecar: Sidecar, count: int) -> list[RawStream]:
+    """`count` streams, each past its first event (so each is on some worker)."""
+    streams = []
+    for _ in range(count):
+        streams.append(RawStream(sidecar.proxy_url))
+        time.sleep(0.02)  # spread the accepts: both workers' loops get a chance
+    for stream in streams:
+        assert stream.first.wait(10)
+    return streams
+
+
 def worker_of(stream: RawStream, pids: list[int]) -> int | None:
     for pid in pids:
         for conn in psutil.Process(pid).net_connections(kind="tcp"):
@@ -94,24 +119,18 @@ def worker_of(stream: RawStream, pids: list[int]) -> int | None:
 
 
 def test_counts_are_exact_across_two_workers(tmp_path: Path) -> None:
-    with scripted_upstream() as upstream:
-        upstream.script(CHAT, QUICK)
-        with run_sidecar(
-            tmp_path, "--no-gpu-metrics", "--workers", "2", upstream=upstream.url
-        ) as sidecar:
-            assert len(sidecar.worker_pids()) == 2
-            threads = [
-                threading.Thread(target=lambda: [post(sidecar.proxy_url) for _ in range(15)])
-                for _ in range(4)
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-            text = sidecar.wait_metric("infermeter_requests_total", 60.0, code="200")
-            text = sidecar.wait_metric(
-                "infermeter_inter_token_latency_seconds_count", 180.0, model="m"
-            )
+    with two_workers(tmp_path, QUICK) as sidecar:
+        assert len(sidecar.worker_pids()) == 2
+        threads = [
+            threading.Thread(target=lambda: [post(sidecar.proxy_url) for _ in range(15)])
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        text = sidecar.wait_metric("infermeter_requests_total", 60.0, code="200")
+        text = sidecar.wait_metric("infermeter_inter_token_latency_seconds_count", 180.0, model="m")
     assert value(text, "infermeter_completion_tokens_total", model="m") == 240.0
     assert value(text, "infermeter_prompt_tokens_total", model="m") == 420.0
     assert value(text, "infermeter_time_to_first_token_seconds_count", model="m") == 60.0
@@ -123,24 +142,19 @@ def test_counts_are_exact_across_two_workers(tmp_path: Path) -> None:
 
 
 def test_the_model_cap_holds_for_the_whole_sidecar(tmp_path: Path) -> None:
-    with scripted_upstream() as upstream:
-        upstream.script(CHAT, QUICK)
-        with run_sidecar(
-            tmp_path, "--no-gpu-metrics", "--workers", "2", "--max-models", "3",
-            upstream=upstream.url,
-        ) as sidecar:  # fmt: skip
-            models = [f"model-{i}" for i in range(10)]
+    with two_workers(tmp_path, QUICK, "--max-models", "3") as sidecar:
+        models = [f"model-{i}" for i in range(10)]
 
-            def client(offset: int) -> None:
-                for i in range(len(models)):
-                    post(sidecar.proxy_url, models[(i + offset) % len(models)])
+        def client(offset: int) -> None:
+            for i in range(len(models)):
+                post(sidecar.proxy_url, models[(i + offset) % len(models)])
 
-            threads = [threading.Thread(target=client, args=(k * 3,)) for k in range(4)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-            text = wait_total(sidecar, "infermeter_requests_total", 40.0)
+        threads = [threading.Thread(target=client, args=(k * 3,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        text = wait_total(sidecar, "infermeter_requests_total", 40.0)
     counts = {
         dict(ls)["model"]: v
         for (n, ls), v in samples(text).items()
@@ -157,118 +171,94 @@ def test_the_model_cap_holds_for_the_whole_sidecar(tmp_path: Path) -> None:
 def test_a_killed_worker_is_restarted_and_the_other_workers_streams_complete(
     tmp_path: Path,
 ) -> None:
-    with scripted_upstream() as upstream:
-        upstream.script(CHAT, SLOW)
-        upstream.script("/quick" + CHAT, QUICK)
-        with run_sidecar(
-            tmp_path, "--no-gpu-metrics", "--workers", "2", upstream=upstream.url
-        ) as sidecar:
-            for _ in range(10):
-                with httpx.Client(timeout=10) as client:
-                    client.post(sidecar.proxy_url + "/quick" + CHAT, json={"model": "m"})
-            before = sidecar.wait_metric("infermeter_requests_total", 10.0, code="200")
-            pids = sidecar.worker_pids()
-            streams = []
-            for _ in range(12):
-                streams.append(RawStream(sidecar.proxy_url))
-                time.sleep(0.02)
-            for stream in streams:
-                assert stream.first.wait(10)
-            where = {id(s): worker_of(s, pids) for s in streams}
-            victim = where[id(streams[0])]
-            assert victim is not None
-            survivors = [s for s in streams if where[id(s)] not in (victim, None)]
-            assert survivors, "every stream landed on one worker"
-            seen = [total(before, "infermeter_requests_total")]
-            os.kill(victim, signal.SIGKILL)
-            for stream in streams:
-                stream.thread.join(15)
-                assert not stream.thread.is_alive()
-            assert all(s.complete for s in survivors)
-            assert all(s.error is None for s in survivors)
+    with two_workers(tmp_path, SLOW) as sidecar:
+        for _ in range(10):
+            with httpx.Client(timeout=10) as client:
+                client.post(sidecar.proxy_url + "/quick" + CHAT, json={"model": "m"})
+        before = sidecar.wait_metric("infermeter_requests_total", 10.0, code="200")
+        pids = sidecar.worker_pids()
+        streams = open_streams(sidecar, 12)
+        where = {id(s): worker_of(s, pids) for s in streams}
+        victim = where[id(streams[0])]
+        assert victim is not None
+        survivors = [s for s in streams if where[id(s)] not in (victim, None)]
+        assert survivors, "every stream landed on one worker"
+        seen = [total(before, "infermeter_requests_total")]
+        os.kill(victim, signal.SIGKILL)
+        for stream in streams:
+            stream.thread.join(15)
+            assert not stream.thread.is_alive()
+        assert all(s.complete for s in survivors)
+        assert all(s.error is None for s in survivors)
 
-            def restarted() -> str | None:
-                text = sidecar.metrics()
-                seen.append(total(text, "infermeter_requests_total"))
-                ok = value(text, "infermeter_worker_restarts_total", worker="0") is not None
-                restarts = total(text, "infermeter_worker_restarts_total")
-                ready = sidecar.get("/readyz").status_code == 200
-                return text if ok and restarts == 1.0 and ready else None
+        def restarted() -> str | None:
+            text = sidecar.metrics()
+            seen.append(total(text, "infermeter_requests_total"))
+            ok = value(text, "infermeter_worker_restarts_total", worker="0") is not None
+            restarts = total(text, "infermeter_worker_restarts_total")
+            ready = sidecar.get("/readyz").status_code == 200
+            return text if ok and restarts == 1.0 and ready else None
 
-            wait_for(restarted, what="the worker restarted")
-            assert len(sidecar.worker_pids()) == 2
-            assert victim not in sidecar.worker_pids()
-            post(sidecar.proxy_url)
-            final = wait_total(sidecar, "infermeter_requests_total", 10 + len(survivors) + 1)
-            seen.append(total(final, "infermeter_requests_total"))
+        wait_for(restarted, what="the worker restarted")
+        assert len(sidecar.worker_pids()) == 2
+        assert victim not in sidecar.worker_pids()
+        post(sidecar.proxy_url)
+        final = wait_total(sidecar, "infermeter_requests_total", 10 + len(survivors) + 1)
+        seen.append(total(final, "infermeter_requests_total"))
     assert seen == sorted(seen), f"a counter went backwards: {seen}"
     assert "worker died; restarting" in sidecar.log()
 
 
 def test_a_stopped_worker_never_blocks_metrics(tmp_path: Path) -> None:
-    with scripted_upstream() as upstream:
-        upstream.script(CHAT, QUICK)
-        with run_sidecar(
-            tmp_path, "--no-gpu-metrics", "--workers", "2", upstream=upstream.url
-        ) as sidecar:
-            post(sidecar.proxy_url)
-            sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
-            stuck = sidecar.worker_pids()[0]
-            os.kill(stuck, signal.SIGSTOP)
-            try:
-                deadline = time.monotonic() + 5
-                answers = 0
-                while time.monotonic() < deadline:
-                    response = sidecar.get("/metrics")  # 5 s client timeout
-                    assert response.status_code == 200
-                    assert value(response.text, "infermeter_requests_total", code="200") >= 1.0
-                    answers += 1
-                    time.sleep(0.25)
-                text = sidecar.metrics()
-            finally:
-                os.kill(stuck, signal.SIGCONT)
-            ages = {
-                dict(ls)["worker"]: v
-                for (n, ls), v in samples(text).items()
-                if n == "infermeter_worker_snapshot_age_seconds"
-            }
-            assert max(ages.values()) >= 4.5
-            assert min(ages.values()) < 2
-            assert answers >= 10
-            wait_for(
-                lambda: (
-                    max(
-                        total(sidecar.metrics(), "infermeter_worker_snapshot_age_seconds", worker=w)
-                        for w in ("0", "1")
-                    )
-                    < 2
-                ),
-                what="the stopped worker handing over again",
-            )
+    with two_workers(tmp_path, QUICK) as sidecar:
+        post(sidecar.proxy_url)
+        sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
+        stuck = sidecar.worker_pids()[0]
+        os.kill(stuck, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 5
+            answers = 0
+            while time.monotonic() < deadline:
+                response = sidecar.get("/metrics")  # 5 s client timeout
+                assert response.status_code == 200
+                assert value(response.text, "infermeter_requests_total", code="200") >= 1.0
+                answers += 1
+                time.sleep(0.25)
+            text = sidecar.metrics()
+        finally:
+            os.kill(stuck, signal.SIGCONT)
+        ages = {
+            dict(ls)["worker"]: v
+            for (n, ls), v in samples(text).items()
+            if n == "infermeter_worker_snapshot_age_seconds"
+        }
+        assert max(ages.values()) >= 4.5
+        assert min(ages.values()) < 2
+        assert answers >= 10
+        wait_for(
+            lambda: (
+                max(
+                    total(sidecar.metrics(), "infermeter_worker_snapshot_age_seconds", worker=w)
+                    for w in ("0", "1")
+                )
+                < 2
+            ),
+            what="the stopped worker handing over again",
+        )
 
 
 def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
-    with scripted_upstream() as upstream:
-        upstream.script(CHAT, SLOW)
-        with run_sidecar(
-            tmp_path, "--no-gpu-metrics", "--workers", "2", "--drain-timeout", "10",
-            upstream=upstream.url,
-        ) as sidecar:  # fmt: skip
-            streams = []
-            for _ in range(8):
-                streams.append(RawStream(sidecar.proxy_url))
-                time.sleep(0.02)
-            for stream in streams:
-                assert stream.first.wait(10)
-            pids = sidecar.worker_pids()
-            busy = {worker_of(s, pids) for s in streams}
-            sidecar.proc.send_signal(signal.SIGTERM)
-            wait_for(lambda: sidecar.get("/readyz").status_code == 503, what="not ready")
-            with pytest.raises(httpx.ConnectError):
-                httpx.post(sidecar.proxy_url + CHAT, json={"model": "m"}, timeout=5)
-            for stream in streams:
-                stream.thread.join(15)
-            code = sidecar.proc.wait(timeout=20)
+    with two_workers(tmp_path, SLOW, "--drain-timeout", "10") as sidecar:
+        streams = open_streams(sidecar, 8)
+        pids = sidecar.worker_pids()
+        busy = {worker_of(s, pids) for s in streams}
+        sidecar.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: sidecar.get("/readyz").status_code == 503, what="not ready")
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(sidecar.proxy_url + CHAT, json={"model": "m"}, timeout=5)
+        for stream in streams:
+            stream.thread.join(15)
+        code = sidecar.proc.wait(timeout=20)
     assert all(s.complete and s.error is None for s in streams)
     assert code == 0
     assert len(busy) == 2 or None not in busy
