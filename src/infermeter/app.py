@@ -32,6 +32,8 @@ from prometheus_client import ProcessCollector as ClientProcessCollector
 from infermeter import __version__
 from infermeter import metrics as m
 from infermeter.collectors import CollectorSet, Part
+from infermeter.engine.collector import EngineCollector
+from infermeter.engine.fetcher import EngineFetcher, resolve_url
 from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
@@ -84,6 +86,9 @@ class Sidecar:
         if self.poller is not None:
             parts.append(GpuCollector(self.poller))
         parts.append(ProcessCollector(settings.watch_pid, settings.watch_process))
+        self.engine = make_engine_fetcher(settings)
+        if self.engine is not None:
+            parts.append(EngineCollector(self.engine))
         self.registry.register(CollectorSet(parts))
         self.proxy: ProxyApp | None = None
         self.proxy_server: _ProxyServer | None = None
@@ -144,6 +149,8 @@ class Sidecar:
         self.metrics_server.start()
         if self.poller is not None:
             self.poller.start()
+        if self.engine is not None:
+            self.engine.start()
         tasks: list[asyncio.Task[Any]] = []
         try:
             if self.proxy_server is not None:
@@ -180,7 +187,25 @@ class Sidecar:
                 self.tracing.shutdown()  # flushes the spans of the last requests
             if self.poller is not None:
                 self.poller.stop()
+            if self.engine is not None:
+                self.engine.stop()
             self.metrics_server.stop()
+
+
+def make_engine_fetcher(settings: Settings) -> EngineFetcher | None:
+    """The engine /metrics fetcher, or None when there is nothing to fetch."""
+    url = resolve_url(settings.engine_metrics, settings.upstream)
+    if url is None or settings.engine == "ollama":
+        return None
+    return EngineFetcher(
+        url,
+        auto=settings.engine_metrics == "auto",
+        interval=settings.engine_metrics_interval,
+        timeout=settings.engine_metrics_timeout,
+        max_bytes=settings.engine_metrics_max_bytes,
+        engine=settings.engine,
+        max_models=settings.max_models,
+    )
 
 
 def make_tracing(settings: Settings, upstream: str) -> Tracing | None:
