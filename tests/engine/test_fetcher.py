@@ -5,69 +5,13 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from infermeter.engine.fetcher import EngineFetcher, FetchError, fetch, resolve_url
-
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "engines"
-VLLM = (FIXTURES / "vllm-0.11.prom").read_bytes()
-Behaviour = Callable[[BaseHTTPRequestHandler], None]
-
-
-def answer(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Behaviour:
-    def run(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(status)
-        for key, value in (headers or {}).items():
-            handler.send_header(key, value)
-        handler.send_header("content-length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    return run
-
-
-class Engine:
-    """A loopback server whose behaviour per path tests change while it runs."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Behaviour] = {"/metrics": answer(VLLM)}
-        self.hits: list[str] = []
-        routes, hits = self.routes, self.hits
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                hits.append(self.path)
-                routes.get(self.path, answer(b"not found", 404))(self)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@contextmanager
-def engine() -> Iterator[Engine]:
-    server = Engine()
-    try:
-        yield server
-    finally:
-        server.close()
+from tests.engine.server import VLLM, answer, drip, engine
 
 
 def fetcher(url: str, *, auto: bool = False, **kwargs: object) -> EngineFetcher:
@@ -104,18 +48,6 @@ def test_forced_engine_and_an_engine_without_a_version_endpoint() -> None:
 
 
 def test_slow_drip_is_cut_at_the_deadline() -> None:
-    def drip(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(200)
-        handler.send_header("content-length", "100000")
-        handler.end_headers()
-        try:
-            for _ in range(100):  # a byte every 50 ms: each read is quick, the whole is not
-                handler.wfile.write(b"#")
-                handler.wfile.flush()
-                time.sleep(0.05)
-        except OSError:
-            pass
-
     with engine() as server:
         server.routes["/metrics"] = drip
         started = time.monotonic()
