@@ -815,7 +815,8 @@ def overview() -> Dashboard:
         uid="infermeter-overview",
         title="infermeter / Overview",
         description="Capacity review and first look in an incident: latency beside the "
-        "engine queue, GPU utilization and load, tokens per GPU, cost per million tokens, active alerts.",
+        "engine queue, GPU utilization and load, tokens per GPU, cost per million tokens, "
+        "active alerts.",
         rows=(now, side_by_side, capacity, alerts),
         variables=VARIABLES,
     )
