@@ -14,13 +14,12 @@ from infermeter.engine.fetcher import parse
 
 
 def figures(text: str) -> dict[tuple[str, str], float]:
-    samples = parse(text.encode())
-    table = mapping.detect(samples)
+    parsed = parse(text.encode())
+    table = mapping.detect(parsed.names)
     assert table is not None
     assert table.name == "vllm"
-    return {
-        (f.figure, f.model): f.value for f in mapping.figures(table, samples, mapping.ModelCap(99))
-    }
+    found = mapping.figures(table, parsed.samples, mapping.ModelCap(99))
+    return {(f.figure, f.model): f.value for f in found}
 
 
 def test_figures_follow_the_load() -> None:

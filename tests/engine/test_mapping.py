@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infermeter.engine import mapping
-from infermeter.engine.fetcher import FetchError, parse
+from infermeter.engine.fetcher import FetchError, Parsed, parse
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "engines"
 L8B = "meta-llama/Llama-3.1-8B-Instruct"
@@ -53,7 +53,7 @@ EXPECTED: dict[str, tuple[str, dict[tuple[str, str], float]]] = {
 }  # fmt: skip
 
 
-def load(name: str) -> mapping.Samples:
+def load(name: str) -> Parsed:
     return parse((FIXTURES / f"{name}.prom").read_bytes())
 
 
@@ -64,16 +64,16 @@ def test_every_fixture_is_covered() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_detect_and_map(name: str) -> None:
     engine, expected = EXPECTED[name]
-    samples = load(name)
-    table = mapping.detect(samples)
+    parsed = load(name)
+    table = mapping.detect(parsed.names)
     assert table is not None
     assert table.name == engine
-    found = mapping.figures(table, samples, mapping.ModelCap(64))
+    found = mapping.figures(table, parsed.samples, mapping.ModelCap(64))
     assert {(f.figure, f.model): f.value for f in found} == pytest.approx(expected)
 
 
 def test_vllm_prefers_the_new_name_when_both_are_present() -> None:
-    samples = load("vllm-0.9")
+    samples = load("vllm-0.9").samples
     samples["vllm:gpu_cache_usage_perc"][0] = ({"model_name": QWEN}, 0.25)
     found = mapping.figures(mapping.BY_NAME["vllm"], samples, mapping.ModelCap(64))
     assert [f.value for f in found if f.figure == "kv_cache_usage"] == [0.5]
@@ -82,18 +82,19 @@ def test_vllm_prefers_the_new_name_when_both_are_present() -> None:
 def test_vllm_percentages_are_fractions() -> None:
     """vLLM's *_perc gauges hold 0-1 ("1 means 100 percent"): re-exported as they are."""
     for name in ("vllm-0.6", "vllm-0.9", "vllm-0.11"):
-        found = mapping.figures(mapping.BY_NAME["vllm"], load(name), mapping.ModelCap(64))
+        found = mapping.figures(mapping.BY_NAME["vllm"], load(name).samples, mapping.ModelCap(64))
         assert all(0 <= f.value <= 1 for f in found if f.figure == "kv_cache_usage")
 
 
 def test_unknown_metrics_are_not_an_engine() -> None:
-    samples = parse(b"# TYPE node_load1 gauge\nnode_load1 0.5\n")
-    assert mapping.detect(samples) is None
-    assert mapping.detect({}) is None
+    parsed = parse(b"# TYPE node_load1 gauge\nnode_load1 0.5\n")
+    assert parsed.names == {"node_load1"}
+    assert mapping.detect(parsed.names) is None
+    assert mapping.detect(()) is None
 
 
 def test_a_forced_engine_maps_only_its_own_names() -> None:
-    found = mapping.figures(mapping.BY_NAME["tgi"], load("vllm-0.11"), mapping.ModelCap(64))
+    found = mapping.figures(mapping.BY_NAME["tgi"], load("vllm-0.11").samples, mapping.ModelCap(64))
     assert found == ()
 
 
@@ -102,7 +103,7 @@ def test_model_names_are_capped_and_sanitised() -> None:
     lines += [f'vllm:num_requests_waiting{{model_name="m{i}"}} 1' for i in range(5)]
     lines.append('vllm:num_requests_waiting{model_name="bad\\nname\\u00e9' + "x" * 300 + '"} 1')
     cap = mapping.ModelCap(3)
-    samples = parse("\n".join(lines).encode() + b"\n")
+    samples = parse("\n".join(lines).encode() + b"\n").samples
     found = mapping.figures(mapping.BY_NAME["vllm"], samples, cap)
     assert {f.model: f.value for f in found} == {"m0": 1, "m1": 1, "m2": 1, "_other": 3}
     assert mapping.sanitise("a\nb\x00é") == "a_b__"
@@ -112,7 +113,9 @@ def test_model_names_are_capped_and_sanitised() -> None:
 
 
 def test_nan_values_are_left_out() -> None:
-    samples = parse(b"# TYPE tgi_queue_size gauge\ntgi_queue_size NaN\ntgi_batch_current_size 3\n")
+    samples = parse(
+        b"# TYPE tgi_queue_size gauge\ntgi_queue_size NaN\ntgi_batch_current_size 3\n"
+    ).samples
     found = mapping.figures(mapping.BY_NAME["tgi"], samples, mapping.ModelCap(64))
     assert [(f.figure, f.value) for f in found] == [("requests_running", 3.0)]
 
@@ -123,7 +126,8 @@ def test_nan_values_are_left_out() -> None:
         b'vllm:num_requests_waiting{model_name="m"} not-a-number\n',
         b'vllm:num_requests_waiting{model_name="m 1\n',
         b"\xff\xfe\x00garbage",
-        b'x{="b"} 1\n',
+        b"<html><body>Service Unavailable</body></html>\n",
+        b'tgi_queue_size{="b"} 1\n',
         b"{} 1\n",
     ],
 )
@@ -154,8 +158,21 @@ def test_any_body_parses_or_fails_cleanly(body: bytes | str) -> None:
     """Whatever an engine sends: samples, or a FetchError; nothing else escapes."""
     data = body.encode() if isinstance(body, str) else body
     try:
-        samples = parse(data)
+        parsed = parse(data)
     except FetchError:
         return
-    table = mapping.detect(samples) or mapping.BY_NAME["vllm"]
-    mapping.figures(table, samples, mapping.ModelCap(2))
+    table = mapping.detect(parsed.names) or mapping.BY_NAME["vllm"]
+    mapping.figures(table, parsed.samples, mapping.ModelCap(2))
+
+
+def test_only_the_re_exported_lines_are_parsed() -> None:
+    """A malformed histogram nobody re-exports loses nothing; the names still count."""
+    body = (FIXTURES / "vllm-0.11.prom").read_bytes() + (
+        b'vllm:some_histogram_bucket{le="oops"} 1 2 3 junk\n'
+    )
+    parsed = parse(body)
+    assert "vllm:some_histogram_bucket" in parsed.names
+    assert set(parsed.samples) <= mapping.WANTED
+    table = mapping.detect(parsed.names)
+    assert table is not None
+    assert len(mapping.figures(table, parsed.samples, mapping.ModelCap(64))) == 6

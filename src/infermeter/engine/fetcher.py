@@ -110,10 +110,17 @@ def fetch(url: str, timeout: float, max_bytes: int, accept: str) -> bytes:
         conn.close()
 
 
-def parse(body: bytes) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Samples of a Prometheus text exposition; FetchError when it does not parse."""
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    names: frozenset[str]  # every metric name present (to recognise the engine)
+    samples: dict[str, list[tuple[dict[str, str], float]]]  # those re-exported, parsed
+
+
+def parse(body: bytes) -> Parsed:
+    """A Prometheus text exposition; FetchError when it does not parse."""
     try:
-        return mapping.flatten(text_string_to_metric_families(body.decode("utf-8")))
+        kept, names = mapping.select(body.decode("utf-8"))
+        return Parsed(names, mapping.flatten(text_string_to_metric_families(kept)))
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         raise FetchError(f"not Prometheus text: {str(exc)[:200]}") from None
 
@@ -179,11 +186,11 @@ class EngineFetcher:
     def poll_once(self) -> None:
         started = time.perf_counter()
         try:
-            samples = parse(fetch(self.url, self.timeout, self.max_bytes, _ACCEPT))
+            parsed = parse(fetch(self.url, self.timeout, self.max_bytes, _ACCEPT))
         except FetchError as error:
             self._failed(error, time.perf_counter() - started)
             return
-        table = self.forced or mapping.detect(samples)
+        table = self.forced or mapping.detect(parsed.names)
         if table is not None and table is not self._table:
             self._table = table
             self._version = self._read_version(table)
@@ -191,7 +198,7 @@ class EngineFetcher:
         elif table is None and not self._unrecognised_logged:
             self._unrecognised_logged = True
             log.warning("engine metrics not recognised: none re-exported", extra={"url": self.url})
-        found = mapping.figures(table, samples, self._cap) if table is not None else ()
+        found = mapping.figures(table, parsed.samples, self._cap) if table is not None else ()
         if self._failing:
             log.info("engine metrics back", extra={"url": self.url})
         self._failing, self._ever_up = False, True

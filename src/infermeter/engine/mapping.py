@@ -112,6 +112,31 @@ ENGINES: tuple[EngineTable, ...] = (
     ),
 )
 BY_NAME: dict[str, EngineTable] = {table.name: table for table in ENGINES}
+WANTED = frozenset(name for t in ENGINES for names in t.sources.values() for name in names)
+_SAMPLE = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)[{ \t]")
+
+
+def select(text: str) -> tuple[str, frozenset[str]]:
+    """The sample lines of the names re-exported, and every metric name present.
+
+    A big exposition is mostly histograms nobody re-exports; handing only the wanted lines
+    to the (pure-Python) parser keeps a fetch's CPU small. Every sample line must still start
+    with a metric name, or the text is not Prometheus text (ValueError): an HTML error page
+    answered with 200 is a failed fetch, not an engine without figures.
+    """
+    kept: list[str] = []
+    names: set[str] = set()
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None:
+            raise ValueError(f"not a sample line: {line[:80]!r}")
+        name = match.group(1)
+        names.add(name)
+        if name in WANTED:
+            kept.append(line)
+    return "\n".join(kept) + "\n", frozenset(names)
 
 
 Samples = Mapping[str, list[tuple[dict[str, str], float]]]
@@ -128,11 +153,12 @@ def flatten(families: Iterable[Metric]) -> dict[str, list[tuple[dict[str, str], 
     return out
 
 
-def detect(samples: Samples) -> EngineTable | None:
+def detect(names: Iterable[str]) -> EngineTable | None:
     """The engine whose metric names are present; the one with most matches wins."""
+    present = list(names)
     best, best_hits = None, 0
     for table in ENGINES:
-        hits = sum(1 for name in samples if name.startswith(table.prefix))
+        hits = sum(1 for name in present if name.startswith(table.prefix))
         if hits > best_hits:
             best, best_hits = table, hits
     return best
