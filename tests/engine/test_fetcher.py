@@ -172,3 +172,29 @@ def test_the_thread_polls_on_its_cadence_and_stops() -> None:
         f.stop()
         assert server.hits.count("/metrics") >= 3
         assert not f._thread.is_alive()
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="infermeter.engine.fetcher")
+    seen: list[str | None] = []
+
+    def check(handler: BaseHTTPRequestHandler) -> None:
+        seen.append(handler.headers.get("authorization"))
+        answer(b"", 503)(handler)
+
+    with engine() as server:
+        server.routes["/metrics"] = check
+        url = server.url.replace("http://", "http://scraper:s%40cret@") + "/metrics"
+        f = fetcher(url)
+        f.start()
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        f.stop()
+    assert seen[0] == "Basic c2NyYXBlcjpzQGNyZXQ="  # scraper:s@cret
+    assert f.snapshot().up is False
+    logged = str([vars(record) for record in caplog.records])
+    assert "cret" not in logged
+    assert "***@127.0.0.1" in logged

@@ -8,6 +8,7 @@ sets engine_up 0 and is logged once per outage; the rest of the sidecar carries 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import json
@@ -17,7 +18,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -47,6 +48,14 @@ def resolve_url(setting: str, upstream: str | None) -> str | None:
         return None
     parts = urlsplit(upstream)
     return f"{parts.scheme}://{parts.netloc}/metrics"
+
+
+def redact(url: str) -> str:
+    """The URL for logs: credentials in it (user:password@) are never logged."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
 
 
 def fetch(url: str, timeout: float, max_bytes: int, accept: str) -> bytes:
@@ -79,6 +88,9 @@ def fetch(url: str, timeout: float, max_bytes: int, accept: str) -> bytes:
             "Accept-Encoding": "identity",
             "User-Agent": f"infermeter/{__version__}",
         }
+        if parts.username is not None:  # http://user:password@host/metrics: basic auth
+            token = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
         conn.request("GET", path, headers=headers)
         response = conn.getresponse()
         if response.status != 200:
@@ -150,6 +162,7 @@ class EngineFetcher:
         max_models: int = 64,
     ) -> None:
         self.url = url
+        self._shown = redact(url)  # for logs
         self.auto = auto  # the URL was guessed from --upstream: a 404 means "no /metrics"
         self.interval = interval
         self.timeout = timeout
@@ -170,7 +183,7 @@ class EngineFetcher:
         return self._snapshot
 
     def start(self) -> None:
-        log.info("engine metrics on", extra={"url": self.url, "interval": self.interval})
+        log.info("engine metrics on", extra={"url": self._shown, "interval": self.interval})
         self._thread.start()
 
     def stop(self) -> None:
@@ -197,10 +210,12 @@ class EngineFetcher:
             log.info("engine recognised", extra={"engine": table.name, "version": self._version})
         elif table is None and not self._unrecognised_logged:
             self._unrecognised_logged = True
-            log.warning("engine metrics not recognised: none re-exported", extra={"url": self.url})
+            log.warning(
+                "engine metrics not recognised: none re-exported", extra={"url": self._shown}
+            )
         found = mapping.figures(table, parsed.samples, self._cap) if table is not None else ()
         if self._failing:
-            log.info("engine metrics back", extra={"url": self.url})
+            log.info("engine metrics back", extra={"url": self._shown})
         self._failing, self._ever_up = False, True
         self._snapshot = EngineSnapshot(
             up=True,
@@ -215,13 +230,15 @@ class EngineFetcher:
             if not self._failing:
                 log.info(
                     "the upstream serves no /metrics: no engine metrics (set --engine-metrics)",
-                    extra={"url": self.url},
+                    extra={"url": self._shown},
                 )
                 self._failing = True
             self._snapshot = EngineSnapshot(fetch_seconds=seconds)
             return
         if not self._failing:
-            log.warning("engine metrics unavailable", extra={"url": self.url, "reason": str(error)})
+            log.warning(
+                "engine metrics unavailable", extra={"url": self._shown, "reason": str(error)}
+            )
             self._failing = True
         self._snapshot = EngineSnapshot(up=False, fetch_seconds=seconds, fetch_ok=False)
 
