@@ -86,15 +86,18 @@ class Sidecar:
         if self.poller is not None:
             parts.append(GpuCollector(self.poller))
         parts.append(ProcessCollector(settings.watch_pid, settings.watch_process))
-        self.engine = make_engine_fetcher(settings)
-        if self.engine is not None:
-            parts.append(EngineCollector(self.engine))
         self.registry.register(CollectorSet(parts))
         self.proxy: ProxyApp | None = None
         self.proxy_server: _ProxyServer | None = None
         self.tracing: Tracing | None = None
+        self.recorder: Recorder | None = None
         if settings.upstream is not None:
             self._build_proxy(settings, settings.upstream)
+        # engine models share the proxy's model cap: one set of model names overall
+        labeller = self.recorder.model_label if self.recorder is not None else None
+        self.engine = make_engine_fetcher(settings, labeller)
+        if self.engine is not None:
+            parts.append(EngineCollector(self.engine))  # CollectorSet reads this same list
         tls = None
         if settings.metrics_tls_cert_file and settings.metrics_tls_key_file:
             tls = (str(settings.metrics_tls_cert_file), str(settings.metrics_tls_key_file))
@@ -109,6 +112,7 @@ class Sidecar:
             settings.max_models,
             SLO(ttft=settings.slo_ttft, tpot=settings.slo_tpot, e2e=settings.slo_e2e),
         )
+        self.recorder = recorder
         client = UpstreamClient(
             pool_size=settings.upstream_pool_size,
             connect_timeout=settings.upstream_connect_timeout,
@@ -192,7 +196,9 @@ class Sidecar:
             self.metrics_server.stop()
 
 
-def make_engine_fetcher(settings: Settings) -> EngineFetcher | None:
+def make_engine_fetcher(
+    settings: Settings, model_label: Callable[[str], str] | None = None
+) -> EngineFetcher | None:
     """The engine /metrics fetcher, or None when there is nothing to fetch."""
     url = resolve_url(settings.engine_metrics, settings.upstream)
     if url is None or settings.engine == "ollama":
@@ -205,6 +211,7 @@ def make_engine_fetcher(settings: Settings) -> EngineFetcher | None:
         max_bytes=settings.engine_metrics_max_bytes,
         engine=settings.engine,
         max_models=settings.max_models,
+        model_label=model_label,
     )
 
 

@@ -176,3 +176,19 @@ def test_only_the_re_exported_lines_are_parsed() -> None:
     table = mapping.detect(parsed.names)
     assert table is not None
     assert len(mapping.figures(table, parsed.samples, mapping.ModelCap(64))) == 6
+
+
+def test_a_shared_cap_draws_engine_models_from_the_proxys_names() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from infermeter.proxy.recorder import Recorder
+    from infermeter.streams.timing import SLO
+
+    recorder = Recorder(CollectorRegistry(), 2, SLO(None, None, None))
+    assert recorder.model_label("seen-by-proxy") == "seen-by-proxy"
+    cap = mapping.ModelCap(99, recorder.model_label)
+    assert cap("seen-by-proxy") == "seen-by-proxy"
+    assert cap("engine-only") == "engine-only"  # the second and last name
+    assert cap("third") == "_other"
+    assert recorder.model_label("late-request") == "_other"  # one cap for both
+    assert cap("") == ""  # an engine that names no model is not "unknown"

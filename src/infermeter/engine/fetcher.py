@@ -17,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -160,6 +161,7 @@ class EngineFetcher:
         max_bytes: int,
         engine: str = "auto",
         max_models: int = 64,
+        model_label: Callable[[str], str] | None = None,
     ) -> None:
         self.url = url
         self._shown = redact(url)  # for logs
@@ -168,7 +170,7 @@ class EngineFetcher:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.forced = mapping.BY_NAME.get(engine)
-        self._cap = mapping.ModelCap(max_models)
+        self._cap = mapping.ModelCap(max_models, model_label)
         self._snapshot = EngineSnapshot()
         self._ever_up = False
         self._failing = False

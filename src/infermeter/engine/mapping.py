@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -172,16 +172,23 @@ def sanitise(value: str) -> str:
 class ModelCap:
     """The first `limit` model names seen keep their name; later ones become `_other`.
 
-    Like the proxy's cap, it remembers across fetches, so a name keeps its series.
+    Like the proxy's cap, it remembers across fetches, so a name keeps its series. With
+    `shared` (the proxy's own labeller), engine and proxy draw from one set of names, so
+    the `model` label has at most --max-models values plus `_other` across all metrics.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, shared: Callable[[str], str] | None = None) -> None:
         self.limit = limit
+        self._shared = shared
         self._seen: set[str] = set()
 
     def __call__(self, raw: str) -> str:
         model = sanitise(raw)
-        if not model or model in self._seen:
+        if not model:
+            return ""  # an engine that names no model
+        if self._shared is not None:
+            return self._shared(model)
+        if model in self._seen:
             return model
         if len(self._seen) >= self.limit:
             return OTHER_MODEL
