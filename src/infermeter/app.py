@@ -32,6 +32,8 @@ from prometheus_client import ProcessCollector as ClientProcessCollector
 from infermeter import __version__
 from infermeter import metrics as m
 from infermeter.collectors import CollectorSet, Part
+from infermeter.engine.collector import EngineCollector
+from infermeter.engine.fetcher import EngineFetcher, resolve_url
 from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
@@ -88,8 +90,14 @@ class Sidecar:
         self.proxy: ProxyApp | None = None
         self.proxy_server: _ProxyServer | None = None
         self.tracing: Tracing | None = None
+        self.recorder: Recorder | None = None
         if settings.upstream is not None:
             self._build_proxy(settings, settings.upstream)
+        # engine models share the proxy's model cap: one set of model names overall
+        labeller = self.recorder.model_label if self.recorder is not None else None
+        self.engine = make_engine_fetcher(settings, labeller)
+        if self.engine is not None:
+            parts.append(EngineCollector(self.engine))  # CollectorSet reads this same list
         tls = None
         if settings.metrics_tls_cert_file and settings.metrics_tls_key_file:
             tls = (str(settings.metrics_tls_cert_file), str(settings.metrics_tls_key_file))
@@ -104,6 +112,7 @@ class Sidecar:
             settings.max_models,
             SLO(ttft=settings.slo_ttft, tpot=settings.slo_tpot, e2e=settings.slo_e2e),
         )
+        self.recorder = recorder
         client = UpstreamClient(
             pool_size=settings.upstream_pool_size,
             connect_timeout=settings.upstream_connect_timeout,
@@ -144,6 +153,8 @@ class Sidecar:
         self.metrics_server.start()
         if self.poller is not None:
             self.poller.start()
+        if self.engine is not None:
+            self.engine.start()
         tasks: list[asyncio.Task[Any]] = []
         try:
             if self.proxy_server is not None:
@@ -180,7 +191,28 @@ class Sidecar:
                 self.tracing.shutdown()  # flushes the spans of the last requests
             if self.poller is not None:
                 self.poller.stop()
+            if self.engine is not None:
+                self.engine.stop()
             self.metrics_server.stop()
+
+
+def make_engine_fetcher(
+    settings: Settings, model_label: Callable[[str], str] | None = None
+) -> EngineFetcher | None:
+    """The engine /metrics fetcher, or None when there is nothing to fetch."""
+    url = resolve_url(settings.engine_metrics, settings.upstream)
+    if url is None or settings.engine == "ollama":
+        return None
+    return EngineFetcher(
+        url,
+        auto=settings.engine_metrics == "auto",
+        interval=settings.engine_metrics_interval,
+        timeout=settings.engine_metrics_timeout,
+        max_bytes=settings.engine_metrics_max_bytes,
+        engine=settings.engine,
+        max_models=settings.max_models,
+        model_label=model_label,
+    )
 
 
 def make_tracing(settings: Settings, upstream: str) -> Tracing | None:

@@ -7,6 +7,7 @@ capped: after `max_models` distinct values, new ones are recorded as `_other`.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter
@@ -73,6 +74,7 @@ class Recorder:
             "drain_aborted": m.DRAIN_ABORTED.live(registry),
         }
         self._models: set[str] = set()
+        self._new_model = threading.Lock()
         self._series: dict[tuple[str, str], Series] = {}
         self._codes: dict[tuple[str, str, int], Any] = {}
         self._error_children: dict[tuple[str, str, str], Any] = {}
@@ -83,9 +85,12 @@ class Recorder:
         model = model[:MAX_MODEL_LENGTH]
         if model in self._models:
             return model
-        if len(self._models) >= self.max_models:
-            return OTHER_MODEL
-        self._models.add(model)
+        with self._new_model:  # the engine fetcher's thread labels models too
+            if model in self._models:
+                return model
+            if len(self._models) >= self.max_models:
+                return OTHER_MODEL
+            self._models.add(model)
         return model
 
     def series(self, model: str | None, api: str) -> Series:
