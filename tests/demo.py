@@ -20,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import openai
 
 from tests.fake_nvml import profiles
@@ -27,6 +28,7 @@ from tests.fake_nvml.build import build
 from tests.sidecar import free_port
 
 INFERMETER = str(Path(sys.executable).with_name("infermeter"))
+KV_CAPACITY = 8  # sequences the demo engine's simulated KV cache holds
 
 
 def real_nvml_present() -> bool:
@@ -88,6 +90,37 @@ def traffic(proxy: str, stop: threading.Event) -> None:
             print(f"demo traffic: {exc}", file=sys.stderr)
 
 
+def waves(proxy: str, stop: threading.Event, capacity: int) -> None:
+    """Every 30 s, 20 s of twice the demo engine's KV capacity in concurrent streams: its
+    queue and KV cache (the Saturation panels) climb, then drain."""
+    body = {
+        "model": "llama-3.1-8b-instruct",
+        "stream": True,
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Tell me a long story."}],
+    }
+
+    def user(until: float) -> None:
+        with httpx.Client(timeout=60) as client:
+            while time.monotonic() < until and not stop.is_set():
+                try:
+                    with client.stream("POST", proxy + "/v1/chat/completions", json=body) as r:
+                        for _ in r.iter_raw():
+                            pass
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+
+    while not stop.wait(10):
+        until = time.monotonic() + 20
+        users = [
+            threading.Thread(target=user, args=(until,), daemon=True) for _ in range(2 * capacity)
+        ]
+        for thread in users:
+            thread.start()
+        for thread in users:
+            thread.join()
+
+
 def main() -> int:
     port = int(os.environ.get("DEMO_PORT", "8091"))
     proxy_port = int(os.environ.get("DEMO_PROXY_PORT", "8090"))
@@ -105,7 +138,16 @@ def main() -> int:
         print(f"  (tests/fake_nvml, state file {state}).")
     upstream_port = free_port()
     upstream = subprocess.Popen(
-        [INFERMETER, "demo-upstream", "--listen", f"127.0.0.1:{upstream_port}", "--jitter", "0.3"],
+        [
+            INFERMETER,
+            "demo-upstream",
+            "--listen",
+            f"127.0.0.1:{upstream_port}",
+            "--jitter",
+            "0.3",
+            "--kv-capacity",
+            str(KV_CAPACITY),
+        ],
         stderr=subprocess.DEVNULL,
     )
     sidecar = subprocess.Popen(
@@ -126,14 +168,19 @@ def main() -> int:
     sender = threading.Thread(
         target=traffic, args=(f"http://127.0.0.1:{proxy_port}", stop), daemon=True
     )
+    burster = threading.Thread(
+        target=waves, args=(f"http://127.0.0.1:{proxy_port}", stop, KV_CAPACITY), daemon=True
+    )
     found = 0
     try:
         found = gpu_count(url)
         sender.start()
+        burster.start()
         print(f"\ninfermeter is serving {found} GPUs and proxying a simulated inference server.")
         print("Demo traffic flows through the proxy. Try:\n")
         print(f"  curl -s {url} | grep '^infermeter_gpu'")
         print(f"  curl -s {url} | grep '^infermeter_time_to_first_token_seconds_count'")
+        print(f"  curl -s {url} | grep '^infermeter_engine_'   # queue and KV cache, in waves")
         print(
             f"  curl -sN http://127.0.0.1:{proxy_port}/v1/chat/completions "
             "-H 'content-type: application/json' "

@@ -337,6 +337,7 @@ def test_runtime_config_changes_the_next_request(upstream: Upstream, client: ope
         "jitter": 0.0,
         "model": "demo-model",
         "seed": None,
+        "kv_capacity": 32,
     }
     try:
         response = httpx.post(upstream.url + "/demo/config", json={"output_tokens": 3}, timeout=5)
@@ -347,7 +348,9 @@ def test_runtime_config_changes_the_next_request(upstream: Upstream, client: ope
         assert len(content) == 3
         assert httpx.get(upstream.url + "/demo/config", timeout=5).json()["output_tokens"] == 3
     finally:
-        settable = {k: original[k] for k in ("ttft", "itl", "output_tokens", "jitter")}
+        settable = {
+            k: original[k] for k in ("ttft", "itl", "output_tokens", "jitter", "kv_capacity")
+        }
         httpx.post(upstream.url + "/demo/config", json=settable, timeout=5).raise_for_status()
 
 

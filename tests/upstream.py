@@ -45,6 +45,7 @@ class ScriptedUpstream:
         self.url = f"http://127.0.0.1:{self.port}"
         self.scripts: dict[str, Script] = {}
         self.seen: list[Seen] = []
+        self.metrics_polls = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -69,8 +70,12 @@ class ScriptedUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         seen = Seen(request.method, request.path_qs, dict(request.headers), body)
-        self.seen.append(seen)
         script = self.scripts.get(request.path)
+        if script is None and request.path == "/metrics":
+            # the sidecar's engine-metrics fetcher polling, not traffic under test
+            self.metrics_polls += 1
+            return web.json_response({"error": "no script"}, status=404)
+        self.seen.append(seen)
         if script is None:
             return web.json_response({"error": "no script"}, status=404)
         try:

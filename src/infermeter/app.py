@@ -13,7 +13,8 @@ import asyncio
 import logging
 import platform
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from prometheus_client import (
     CollectorRegistry,
@@ -29,6 +30,8 @@ from infermeter import __version__
 from infermeter import metrics as m
 from infermeter.collectors import CollectorSet, Part
 from infermeter.cpus import resolve_workers
+from infermeter.engine.collector import EngineCollector
+from infermeter.engine.fetcher import EngineFetcher, resolve_url
 from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
@@ -38,6 +41,7 @@ from infermeter.metrics_auth import metrics_auth
 from infermeter.net import StartupError, bind
 from infermeter.process import ProcessCollector
 from infermeter.proxy.model_slots import ModelSlots
+from infermeter.proxy.recorder import label_model
 from infermeter.render import Renderer, exposition
 from infermeter.runtime import FD_LIMIT_CAP, loop_factory, raise_fd_limit
 from infermeter.settings import Settings
@@ -88,6 +92,15 @@ class Sidecar:
             ProcessCollector(settings.watch_pid, settings.watch_process, children=self._pids)
         )
         self.registry.register(CollectorSet(parts))
+        self.slots: ModelSlots | None = None
+        labeller = None
+        if settings.upstream is not None:
+            self.slots = ModelSlots.create(settings.max_models)
+            labeller = partial(label_model, self.slots)
+        # engine models share the proxy's model cap: one set of model names overall
+        self.engine = make_engine_fetcher(settings, labeller)
+        if self.engine is not None:
+            parts.append(EngineCollector(self.engine))  # CollectorSet reads this same list
         tls = None
         if settings.metrics_tls_cert_file and settings.metrics_tls_key_file:
             tls = (str(settings.metrics_tls_cert_file), str(settings.metrics_tls_key_file))
@@ -116,11 +129,13 @@ class Sidecar:
         if self.poller is not None:
             self.poller.start()
         listen = None
+        if self.engine is not None:
+            self.engine.start()
         try:
             if self.settings.upstream is not None:
                 listen = bind("listen", self.settings.listen)
-                slots = ModelSlots.create(self.settings.max_models)
-                self.pool = WorkerPool(self.settings, self.workers, listen, slots, self.merger)
+                assert self.slots is not None
+                self.pool = WorkerPool(self.settings, self.workers, listen, self.slots, self.merger)
                 self.tail = CollectorRegistry(auto_describe=False)
                 self.tail.register(_PoolMetrics(self.pool))
                 await self.pool.start()
@@ -158,8 +173,29 @@ class Sidecar:
                 listen.close()
             if self.poller is not None:
                 self.poller.stop()
+            if self.engine is not None:
+                self.engine.stop()
             await self.metrics_server.stop()
         return 0
+
+
+def make_engine_fetcher(
+    settings: Settings, model_label: Callable[[str], str] | None = None
+) -> EngineFetcher | None:
+    """The engine /metrics fetcher, or None when there is nothing to fetch."""
+    url = resolve_url(settings.engine_metrics, settings.upstream)
+    if url is None or settings.engine == "ollama":
+        return None
+    return EngineFetcher(
+        url,
+        auto=settings.engine_metrics == "auto",
+        interval=settings.engine_metrics_interval,
+        timeout=settings.engine_metrics_timeout,
+        max_bytes=settings.engine_metrics_max_bytes,
+        engine=settings.engine,
+        max_models=settings.max_models,
+        model_label=model_label,
+    )
 
 
 def run(settings: Settings) -> int:

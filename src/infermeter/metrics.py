@@ -296,6 +296,60 @@ WORKERS_READY = MetricSpec(
     "Proxy workers accepting connections (of --workers).",
 )
 
+# --- the inference engine's own /metrics (engine saturation) --------------------------------
+ENGINE_LABELS = ("model", "engine")
+
+
+def _engine(name: str, kind: Kind, help_text: str) -> MetricSpec:
+    return MetricSpec(name, kind, help_text, ENGINE_LABELS, "engine")
+
+
+ENGINE_UP = MetricSpec(
+    "infermeter_engine_up",
+    "gauge",
+    "1 when the last fetch of the engine's /metrics parsed, 0 when it failed (its other "
+    "engine series are then absent).",
+    (),
+    "engine",
+)
+ENGINE_INFO = MetricSpec(
+    "infermeter_engine_info",
+    "gauge",
+    "Always 1: the engine recognised from its metric names, and its version where it says it.",
+    ("engine", "version"),
+    "engine",
+)
+ENGINE_REQUESTS_WAITING = _engine(
+    "infermeter_engine_requests_waiting",
+    "gauge",
+    "Requests queued in the engine, not yet scheduled (engine's own figure).",
+)
+ENGINE_REQUESTS_RUNNING = _engine(
+    "infermeter_engine_requests_running",
+    "gauge",
+    "Requests the engine is running (in its current batch).",
+)
+ENGINE_KV_CACHE_USAGE = _engine(
+    "infermeter_engine_kv_cache_usage_ratio",
+    "gauge",
+    "Fraction of the engine's KV cache in use (0-1).",
+)
+ENGINE_PREFIX_CACHE_QUERIES = _engine(
+    "infermeter_engine_prefix_cache_queries_total",
+    "counter",
+    "Prompt tokens looked up in the engine's prefix cache.",
+)
+ENGINE_PREFIX_CACHE_HITS = _engine(
+    "infermeter_engine_prefix_cache_hits_total",
+    "counter",
+    "Prompt tokens found in the engine's prefix cache.",
+)
+ENGINE_PREEMPTIONS = _engine(
+    "infermeter_engine_preemptions_total",
+    "counter",
+    "Requests the engine preempted (or retracted) to free KV cache.",
+)
+
 # --- collectors and the sidecar itself -------------------------------------------------------
 COLLECTOR_DURATION = MetricSpec(
     "infermeter_collector_duration_seconds",

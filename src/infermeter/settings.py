@@ -112,6 +112,35 @@ class Settings(BaseModel):
         description="Proxy worker processes sharing the listen address (one core each); "
         "auto: the CPUs this container may use (cgroup quota and affinity), at most 16.",
     )
+    engine_metrics: str = Field(
+        default="auto",
+        description="URL of the inference engine's Prometheus /metrics, re-exported as "
+        "infermeter_engine_* (queue, KV cache, prefix cache, preemptions). auto: the "
+        "upstream's /metrics (nothing without --upstream; an upstream answering 404 is an "
+        "engine without metrics); off: none.",
+    )
+    engine_metrics_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between fetches of the engine's /metrics; a scrape reads the latest.",
+    )
+    engine_metrics_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Seconds one fetch of the engine's /metrics may take in all.",
+    )
+    engine_metrics_max_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest engine /metrics body read; a larger one is a failed fetch.",
+    )
+    engine: Literal["auto", "vllm", "sglang", "tgi", "llamacpp", "triton", "ollama"] = Field(
+        default="auto",
+        description="Inference engine behind --engine-metrics; auto: recognised from its "
+        "metric names. ollama: it has no /metrics, nothing is fetched.",
+    )
     drain_timeout: float = Field(
         default=30.0,
         ge=0,
@@ -252,6 +281,29 @@ class Settings(BaseModel):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
             raise ValueError(f"expected 1-{MAX_WORKERS} or auto, got {value!r}")
         return value
+
+    @field_validator("engine_metrics", mode="before")
+    @classmethod
+    def _engine_metrics(cls, value: object) -> object:
+        """auto, off (none, empty) or an http(s) URL without a fragment."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.lower() in ("auto", "off", "none", ""):
+            return "off" if text.lower() in ("off", "none", "") else "auto"
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ValueError(f"expected auto, off or an http(s):// URL, got {value!r}")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {value!r}") from exc
+        return text
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine_name(cls, value: object) -> object:
+        return value.strip().lower().replace(".", "") if isinstance(value, str) else value
 
     @field_validator("gpus", mode="before")
     @classmethod

@@ -198,6 +198,8 @@ def live(workdir: Path, lib_dir: Path) -> Iterator[Live]:
                     workdir,
                     "--gpu-poll-interval",
                     "0.5",
+                    "--engine-metrics-interval",
+                    "0.5",
                     lib_dir=lib_dir,
                     nvml_state=states[pod.name],
                     upstream=upstream,

@@ -13,7 +13,10 @@ NORMAL, SLOW, VERY_SLOW = 1, 3, 5  # bucket index a request lands in (see UNITS)
 UNITS = (1, 2, 5, 10, 20, 50)  # bucket bounds in units of the metric's scale
 SCALE = {"TTFT": 0.1, "ITL": 0.01, "TPOT": 0.01, "E2E": 2.0}
 BASE = {"namespace": "ns", "api": "chat_completions", "pod": "p"}
-EVAL = "1520m"  # 25 h 20 min: a day of history, then 20 min of the scenario's ending
+EVAL = "1520m"
+ENGINE_NOW = {
+    key: " Engine now: 12 requests waiting, KV cache 97% full." for key in ("TTFT", "ITL")
+}  # 25 h 20 min: a day of history, then 20 min of the scenario's ending
 
 
 def _series(phases: list[tuple[int, float]]) -> str:
@@ -65,6 +68,11 @@ def latency_test() -> dict[str, Any]:
     series += _model("gaps", [*gaps, (60, NORMAL, 60), (30, NORMAL, 60)])
     series += _model("spike", [(1500, NORMAL, 60), (3, SLOW, 60), (27, NORMAL, 60)])
     series += _model("slow_steady", [(1530, VERY_SLOW, 60)])
+    engine = {"namespace": "ns", "pod": "p", "model": "jump", "engine": "vllm"}
+    series += [  # the engine's figures at firing time go into the TTFT/ITL descriptions
+        {"series": _labels("infermeter_engine_requests_waiting", engine), "values": "12x1530"},
+        {"series": _labels("infermeter_engine_kv_cache_usage_ratio", engine), "values": "0.97x1530"},
+    ]  # fmt: skip
     tests = []
     for lat in LATENCIES:
         scale = SCALE[lat.key]
@@ -76,7 +84,7 @@ def latency_test() -> dict[str, Any]:
             "exp_annotations": {
                 "summary": f"{lat.what.capitalize()} p99 of jump is 5.0x its baseline",
                 "description": f"p99 {lat.what} of model jump in ns is {_human(p99_slow)}, 5.0x its "
-                               f"median p99 of the last 1d (alert above 2.0x).",
+                               f"median p99 of the last 1d (alert above 2.0x)." + ENGINE_NOW.get(lat.key, ""),
                 "runbook_url": f"{RUNBOOK}#{name.lower()}",
             }}]})  # fmt: skip
         slo = getattr(Params(), lat.slo)
@@ -210,9 +218,58 @@ def health_test() -> dict[str, Any]:
     return {"interval": "1m", "input_series": series, "alert_rule_test": rule_tests}
 
 
+def engine_test() -> dict[str, Any]:
+    """InfermeterEngineSaturated fires on a full KV cache with a queue that does not drain,
+    and stays silent when the cache has room, the queue is empty or draining, or the
+    saturation is shorter than `for`; InfermeterEngineMetricsDown fires on engine_up 0."""
+    pod = {"namespace": "ns", "pod": "p", "engine": "vllm"}
+
+    def engine(model: str, kv: str, waiting: str) -> list[dict[str, str]]:
+        labels = {**pod, "model": model}
+        return [
+            {"series": _labels("infermeter_engine_kv_cache_usage_ratio", labels), "values": kv},
+            {"series": _labels("infermeter_engine_requests_waiting", labels), "values": waiting},
+        ]
+
+    series = [
+        *engine("full", "0.97x40", "0+1x40"),  # cache full, queue growing: saturated
+        *engine("plateau", "0.99x40", "5x40"),  # cache full, queue steady: not draining
+        *engine("draining", "0.97x40", "40-1x40"),  # cache full, queue shrinking
+        *engine("room", "0.5x40", "0+1x40"),  # a queue, but the cache has room
+        *engine("empty", "0.99x40", "0x40"),  # a full cache, nobody waiting
+        *engine("blip", "0.97x20 0.5x20", "0+1x40"),  # saturated 20 min, then room
+        {"series": _labels("infermeter_engine_up", {"namespace": "ns", "pod": "q"}), "values": "0x40"},
+    ]  # fmt: skip
+
+    def saturated(model: str, kv: str, waiting: str) -> dict[str, Any]:
+        return {"exp_labels": {"severity": "warning", **pod, "model": model}, "exp_annotations": {
+            "summary": f"vllm serving {model} in p is saturated",
+            "description": f"The KV cache of vllm serving {model} in p (ns) is {kv} full and "
+                           f"{waiting} requests wait, a queue not draining for 5m: new requests "
+                           "queue and their time to first token grows.",
+            "runbook_url": f"{RUNBOOK}#infermeterenginesaturated"}}  # fmt: skip
+
+    down = {"exp_labels": {"severity": "warning", "namespace": "ns", "pod": "q"}, "exp_annotations": {
+        "summary": "infermeter in q cannot read its inference engine's metrics",
+        "description": "Fetching the inference engine's /metrics from q (ns) has failed for 10m: no "
+                       "queue or KV-cache figures (the sidecar's log says why). Inference and GPU "
+                       "metrics are unaffected.",
+        "runbook_url": f"{RUNBOOK}#infermeterenginemetricsdown"}}  # fmt: skip
+    return {"interval": "1m", "input_series": series, "alert_rule_test": [
+        {"eval_time": "15m", "alertname": "InfermeterEngineSaturated",
+         "exp_alerts": [saturated("full", "97%", "15"), saturated("plateau", "99%", "5"),
+                        saturated("blip", "97%", "15")]},
+        {"eval_time": "30m", "alertname": "InfermeterEngineSaturated",
+         "exp_alerts": [saturated("full", "97%", "30"), saturated("plateau", "99%", "5")]},
+        {"eval_time": "3m", "alertname": "InfermeterEngineSaturated", "exp_alerts": []},
+        {"eval_time": "15m", "alertname": "InfermeterEngineMetricsDown", "exp_alerts": [down]},
+        {"eval_time": "5m", "alertname": "InfermeterEngineMetricsDown", "exp_alerts": []},
+    ]}  # fmt: skip
+
+
 def build_test_file(rule_files: list[str]) -> dict[str, Any]:
     return {
         "rule_files": rule_files,
         "evaluation_interval": "1m",
-        "tests": [latency_test(), health_test()],
+        "tests": [latency_test(), health_test(), engine_test()],
     }

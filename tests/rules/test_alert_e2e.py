@@ -5,6 +5,7 @@ normal and the resolved notification follows. Windows are compressed to seconds.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -175,4 +176,9 @@ def test_ttft_alert_fires_through_alertmanager_and_resolves(tmp_path: Path) -> N
     assert alert["labels"]["model"] == "llm"
     assert "x its baseline" in alert["annotations"]["summary"]
     assert alert["annotations"]["runbook_url"].endswith("#infermeterttftabovebaseline")
+    # the demo engine's queue and KV cache at firing time, from its /metrics
+    assert re.search(
+        r"Engine now: \d+ requests waiting, KV cache [\d.]+% full\.$",
+        alert["annotations"]["description"],
+    ), alert["annotations"]["description"]
     assert fired_after < 60

@@ -57,9 +57,10 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section() -> None:
         if line.startswith("## ")
     }
     alerts = [r for g in yaml.safe_load(alert_rules())["groups"] for r in g["rules"]]
-    tested = {t["alertname"] for t in yaml.safe_load(render_tests())["tests"][0]["alert_rule_test"]}
-    tested |= {
-        t["alertname"] for t in yaml.safe_load(render_tests())["tests"][1]["alert_rule_test"]
+    tested = {
+        t["alertname"]
+        for group in yaml.safe_load(render_tests())["tests"]
+        for t in group["alert_rule_test"]
     }
     for alert in alerts:
         name = alert["alert"]

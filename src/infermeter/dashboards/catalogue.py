@@ -19,6 +19,9 @@ INF = 'namespace=~"$namespace", pod=~"$pod", model=~"$model"'  # raw inference s
 NM = 'namespace=~"$namespace", model=~"$model"'  # namespace_model:* rules
 NP = 'namespace=~"$namespace", pod=~"$pod"'  # GPU and sidecar series, namespace_pod:* rules
 RI = "[$__rate_interval]"
+# engine figures per namespace and model; engines that name no model (TGI, llama.cpp) have
+# model="" and show under every model selection
+NME = 'namespace=~"$namespace", model=~"$model|"'
 
 TOKENS_PER_SECOND = "suffix: tok/s"
 PER_MILLION_TOKENS = "suffix: /1M tok"
@@ -74,6 +77,95 @@ def _quantiles(metric: str, by: str, what: str, selector: str = INF) -> tuple[Ta
             f"{what} p{round(q * 100)}",
         )
         for q in (0.5, 0.99)
+    )
+
+
+ENGINE_NOTE = (
+    "The engine's own figure from its /metrics (infermeter_engine_*, same names for every "
+    "engine), recorded per model."
+)
+
+
+def _saturation() -> Row:
+    """Queue or GPU? The engine's saturation, right under the TTFT panels it explains."""
+    return Row(
+        "Saturation: why is TTFT up?",
+        (
+            Panel(
+                "Requests waiting (engine queue)",
+                "Is TTFT up because requests queue? Requests waiting in the engine, not yet "
+                f"scheduled. {ENGINE_NOTE}",
+                "short",
+                (
+                    Target(
+                        f"namespace_model:infermeter_engine_requests_waiting:sum{{{NME}}}",
+                        "{{model}} waiting",
+                    ),
+                ),
+                min=0,
+            ),
+            Panel(
+                "KV cache usage",
+                "Is the KV cache full, so new requests cannot start? Fraction in use "
+                f"(fullest part); dashed: the saturation alert's threshold "
+                f"({RULES.engine_kv_cache_ratio:.0%}, with a queue that does not drain). "
+                f"{ENGINE_NOTE}",
+                "percentunit",
+                (
+                    Target(
+                        f"namespace_model:infermeter_engine_kv_cache_usage_ratio:max{{{NME}}}",
+                        "{{model}}",
+                    ),
+                    Target(f"vector({RULES.engine_kv_cache_ratio:g})", "alert threshold"),
+                ),
+                styles=(SeriesStyle("threshold$", dashed=True, color="red"),),
+                min=0,
+                max=1,
+            ),
+            Panel(
+                "Requests running",
+                f"How big is the batch the engine runs? {ENGINE_NOTE}",
+                "short",
+                (
+                    Target(
+                        f"namespace_model:infermeter_engine_requests_running:sum{{{NME}}}",
+                        "{{model}} running",
+                    ),
+                ),
+                width=8,
+                min=0,
+            ),
+            Panel(
+                "Prefix cache hit ratio",
+                "How much prefill does the prefix cache save? Prompt tokens found in the "
+                f"engine's prefix cache over those looked up ({W} windows). {ENGINE_NOTE}",
+                "percentunit",
+                (
+                    Target(
+                        f"namespace_model:infermeter_engine_prefix_cache_hits:ratio_rate{W}"
+                        f"{{{NME}}}",
+                        "{{model}}",
+                    ),
+                ),
+                width=8,
+                min=0,
+                max=1,
+            ),
+            Panel(
+                "Preemptions",
+                "Is the engine evicting running requests to make room in the KV cache "
+                f"(which also slows ITL)? Preemptions per second ({W} windows). {ENGINE_NOTE}",
+                "short",
+                (
+                    Target(
+                        f"namespace_model:infermeter_engine_preemptions:rate{W}{{{NME}}}",
+                        "{{model}}",
+                    ),
+                ),
+                width=8,
+                min=0,
+            ),
+        ),
     )
 
 
@@ -174,6 +266,7 @@ def inference() -> Dashboard:
             ),
         ),
     )
+    saturation = _saturation()
     tokens = Row(
         "Tokens and goodput",
         (
@@ -297,7 +390,7 @@ def inference() -> Dashboard:
         title="infermeter / Inference",
         description="What users feel: traffic, errors, TTFT/ITL/TPOT/E2E against their "
         "baseline, tokens, goodput, and whether the sidecar's own measurements hold.",
-        rows=(traffic, latency, tokens, sidecar),
+        rows=(traffic, latency, saturation, tokens, sidecar),
         variables=VARIABLES,
     )
 
@@ -597,7 +690,7 @@ def overview() -> Dashboard:
         ),
     )
     side_by_side = Row(
-        "Latency next to GPU utilization and load",
+        "Latency next to the engine queue, GPU utilization and load",
         (
             Panel(
                 "p99 TTFT and ITL",
@@ -611,17 +704,38 @@ def overview() -> Dashboard:
                         "{{model}} ITL",
                     ),
                 ),
-                width=8,
+                width=6,
                 min=0,
                 styles=(SeriesStyle(" ITL$", dashed=True),),
                 log_scale=True,
+            ),
+            Panel(
+                "Engine queue and KV cache",
+                "Is TTFT up because requests queue in the engine? Requests waiting (solid, "
+                "left) and KV cache in use (dashed, as a count of percent points) per model, "
+                "from the engine's own /metrics.",
+                "short",
+                (
+                    Target(
+                        f"namespace_model:infermeter_engine_requests_waiting:sum{{{NME}}}",
+                        "{{model}} waiting",
+                    ),
+                    Target(
+                        "100 * namespace_model:infermeter_engine_kv_cache_usage_ratio:max"
+                        f"{{{NME}}}",
+                        "{{model}} KV cache %",
+                    ),
+                ),
+                width=6,
+                min=0,
+                styles=(SeriesStyle(" KV cache %$", dashed=True),),
             ),
             Panel(
                 "GPU utilization per pod",
                 "Is latency rising because the GPUs are saturated? Mean GPU utilization per pod.",
                 "percentunit",
                 (Target(f"avg by (pod) (infermeter_gpu_utilization_ratio{{{NP}}})", "{{pod}}"),),
-                width=8,
+                width=6,
                 min=0,
                 max=1,
             ),
@@ -630,7 +744,7 @@ def overview() -> Dashboard:
                 "Is latency rising because of load? Concurrent requests per pod.",
                 "short",
                 (Target(f"sum by (pod) (infermeter_requests_in_flight{{{INF}}})", "{{pod}}"),),
-                width=8,
+                width=6,
                 min=0,
             ),
         ),
@@ -700,8 +814,9 @@ def overview() -> Dashboard:
     return Dashboard(
         uid="infermeter-overview",
         title="infermeter / Overview",
-        description="Capacity review and first look in an incident: latency beside GPU "
-        "utilization and load, tokens per GPU, cost per million tokens, active alerts.",
+        description="Capacity review and first look in an incident: latency beside the "
+        "engine queue, GPU utilization and load, tokens per GPU, cost per million tokens, "
+        "active alerts.",
         rows=(now, side_by_side, capacity, alerts),
         variables=VARIABLES,
     )

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+from infermeter.demo.engine_metrics import EngineFigures
 from infermeter.demo.wire import (
     DONE,
     Api,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("infermeter.demo.upstream")  # also when run as __main__
 
-TUNABLE: Final = ("ttft", "itl", "output_tokens", "jitter")
+TUNABLE: Final = ("ttft", "itl", "output_tokens", "jitter", "kv_capacity")
 """Fields `POST /demo/config` may change at runtime; `model` and `seed` are fixed at start."""
 
 # Large enough for long-context prompts; aiohttp's 1 MiB default would 413 a 300k-word prompt.
@@ -86,12 +87,15 @@ class DemoConfig:
     """Listed by /v1/models and used when a request names no model."""
     seed: int | None = None
     """Seeds jitter and response ids, for reproducible runs; None: not reproducible."""
+    kv_capacity: int = 32
+    """Sequences per model the simulated KV cache holds (the /metrics figures only)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ttft", _number("ttft", self.ttft))
         object.__setattr__(self, "itl", _number("itl", self.itl))
         object.__setattr__(self, "jitter", _number("jitter", self.jitter, upper=1.0))
         _count("output_tokens", self.output_tokens)
+        _count("kv_capacity", self.kv_capacity)
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a non-empty string, got {self.model!r}")
         if self.seed is not None and (
@@ -109,6 +113,7 @@ class _Live:
     in_flight: int = 0
     requests: int = 0
     disconnects: int = 0
+    engine: EngineFigures = dataclasses.field(default_factory=EngineFigures)
     _pacers: dict[asyncio.AbstractEventLoop, _Pacer] = dataclasses.field(default_factory=dict)
 
     def pacer_for(self, loop: asyncio.AbstractEventLoop) -> _Pacer:
@@ -196,6 +201,7 @@ async def _generate(request: web.Request, api: Api) -> web.StreamResponse:
     delay = _delays(timing.ttft, timing.itl, config.jitter, live.rng)
     live.requests += 1
     live.in_flight += 1
+    live.engine.admit(plan.model, plan.prompt_tokens, config.kv_capacity)
     try:
         if plan.stream:
             return await _stream(request, plan, timing, delay, t_start)
@@ -208,6 +214,7 @@ async def _generate(request: web.Request, api: Api) -> web.StreamResponse:
         raise
     finally:
         live.in_flight -= 1
+        live.engine.release(plan.model)
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, deadline: float) -> None:
@@ -456,6 +463,19 @@ async def _post_config(request: web.Request) -> web.Response:
     return web.json_response(dataclasses.asdict(updated))
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    """vLLM-shaped engine metrics that follow the load (see demo/engine_metrics.py)."""
+    live = request.app[_LIVE]
+    text = live.engine.render(live.config.kv_capacity)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def _version(request: web.Request) -> web.Response:
+    from infermeter import __version__
+
+    return web.json_response({"version": f"infermeter-demo-{__version__}"})  # as vLLM's /version
+
+
 async def _stats(request: web.Request) -> web.Response:
     """Counters for tests and benchmarks, e.g. that a disconnect really stopped a stream."""
     live = request.app[_LIVE]
@@ -478,6 +498,8 @@ def make_app(config: DemoConfig) -> web.Application:
     app.router.add_post("/v1/completions", _completions)
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/version", _version)
     app.router.add_get("/demo/config", _get_config)
     app.router.add_post("/demo/config", _post_config)
     app.router.add_get("/demo/stats", _stats)
@@ -545,6 +567,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"Model listed by /v1/models, used when a request names none. Default: {d.model}.",
     )
     parser.add_argument(
+        "--kv-capacity",
+        type=_arg(lambda s: _count("kv-capacity", int(s))),
+        default=d.kv_capacity,
+        metavar="N",
+        help="Sequences per model the simulated KV cache holds: /metrics shows requests "
+        f"beyond it waiting, a full cache and preemptions. Default: {d.kv_capacity}.",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=None,
@@ -560,6 +590,7 @@ def _config_from(args: argparse.Namespace) -> DemoConfig:
         jitter=args.jitter,
         model=args.model,
         seed=args.seed,
+        kv_capacity=args.kv_capacity,
     )
 
 

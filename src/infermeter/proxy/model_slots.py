@@ -16,6 +16,7 @@ import fcntl
 import os
 import struct
 import tempfile
+import threading
 
 _LENGTH = struct.Struct("<H")
 _READ = 1 << 16
@@ -27,6 +28,7 @@ class ModelSlots:
         self.capacity = capacity
         self._known: set[str] = set()
         self._offset = 0
+        self._thread_lock = threading.Lock()
 
     @classmethod
     def create(cls, capacity: int) -> ModelSlots:
@@ -51,6 +53,10 @@ class ModelSlots:
         """Give `name` a slot if one is free; True if it has one now."""
         if self.known(name) or self.full:
             return name in self._known
+        with self._thread_lock:  # lockf excludes processes, not this process's threads
+            return self._claim_locked(name)
+
+    def _claim_locked(self, name: str) -> bool:
         fcntl.lockf(self.fd, fcntl.LOCK_EX)
         try:
             self._refresh()

@@ -21,6 +21,12 @@ UNKNOWN_MODEL = "unknown"
 MAX_MODEL_LENGTH = 200
 
 
+def label_model(slots: ModelSlots, model: str) -> str:
+    """The label of a (non-empty) model name: its own while slots last, then _other."""
+    model = model[:MAX_MODEL_LENGTH]
+    return model if slots.claim(model) else OTHER_MODEL
+
+
 class Series:
     """The children of the inference metrics for one (model, api), made on first use.
 
@@ -87,8 +93,7 @@ class Recorder:
     def model_label(self, model: str | None) -> str:
         if not model:
             return UNKNOWN_MODEL
-        model = model[:MAX_MODEL_LENGTH]
-        return model if self.slots.claim(model) else OTHER_MODEL
+        return label_model(self.slots, model)
 
     def series(self, model: str | None, api: str) -> Series:
         label = self.model_label(model)

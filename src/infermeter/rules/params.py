@@ -43,6 +43,10 @@ class Params:
     loop_lag_for: str = "10m"
     target_down_for: str = "5m"
     job_selector: str = 'job=~".*infermeter.*"'
+    # engine saturation (the engine's own /metrics, re-exported as infermeter_engine_*)
+    engine_kv_cache_ratio: float = 0.95  # KV cache this full, with a queue: saturated
+    engine_saturated_for: str = "5m"
+    engine_down_for: str = "10m"  # longer than an engine's start-up (weights loading)
     # cost
     gpu_hourly_price: float = 2.5  # currency units per GPU-hour
     runbook_url: str = (

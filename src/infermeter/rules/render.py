@@ -94,7 +94,59 @@ def recording_groups(params: Params) -> list[dict[str, Any]]:
     return [
         {"name": "infermeter.recording", "rules": rules},
         {"name": "infermeter.baselines", "rules": baselines},
+        {"name": "infermeter.engine", "rules": engine_recording_rules(params)},
     ]
+
+
+def engine_recording_rules(params: Params) -> list[dict[str, Any]]:
+    """Engine saturation per namespace and model, beside the latencies of the same model."""
+    w = params.rate_window
+    hits, queries = (
+        _rate(f"infermeter_engine_prefix_cache_{kind}_total", NM, params)
+        for kind in ("hits", "queries")
+    )
+    return [
+        {"record": "namespace_model:infermeter_engine_requests_waiting:sum",
+         "expr": f"sum by ({NM}) (infermeter_engine_requests_waiting)"},
+        {"record": "namespace_model:infermeter_engine_requests_running:sum",
+         "expr": f"sum by ({NM}) (infermeter_engine_requests_running)"},
+        {"record": "namespace_model:infermeter_engine_kv_cache_usage_ratio:max",
+         "expr": f"max by ({NM}) (infermeter_engine_kv_cache_usage_ratio)"},
+        {"record": f"namespace_model:infermeter_engine_prefix_cache_hits:ratio_rate{w}",
+         "expr": f"{hits} / {queries} > -1"},
+        {"record": f"namespace_model:infermeter_engine_preemptions:rate{w}",
+         "expr": _rate("infermeter_engine_preemptions_total", NM, params)},
+    ]  # fmt: skip
+
+
+def _engine_now(metric: str, how: str, known: str, unknown: str) -> str:
+    """Alert-template text: the engine's `metric` for the alert's namespace and model now
+    (`known` around {}, else `unknown`); engines that name no model (TGI, llama.cpp) count
+    for every model of the namespace."""
+    query = f"{how}({metric}{{namespace='%s',model='%s'}}) or {how}({metric}{{namespace='%s',model=''}})"
+    return (
+        f'{{{{ with printf "{query}" $labels.namespace $labels.model $labels.namespace | query }}}}'
+        + known.format(
+            "{{ . | first | value | "
+            + ("humanizePercentage" if how == "max" else "humanize")
+            + " }}"
+        )
+        + f"{{{{ else }}}}{unknown}{{{{ end }}}}"
+    )
+
+
+ENGINE_AT_FIRING = (
+    " Engine now: "
+    + _engine_now(
+        "infermeter_engine_requests_waiting", "sum", "{} requests waiting", "queue unknown"
+    )
+    + ", "
+    + _engine_now(
+        "infermeter_engine_kv_cache_usage_ratio", "max", "KV cache {} full", "KV cache unknown"
+    )
+    + "."
+)
+WITH_ENGINE_FIGURES = ("TTFT", "ITL")  # latencies a queue or a full KV cache explains
 
 
 def _alert(
@@ -132,7 +184,8 @@ def _latency_alerts(params: Params, lat: Latency) -> list[dict[str, Any]]:
             f'{{{{ $value | printf "%.1f" }}}}x its baseline',
             f"p99 {lat.what} of model {{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} is "
             f'{measured}, {{{{ $value | printf "%.1f" }}}}x its median p99 of the last '
-            f"{params.baseline_window} (alert above {params.multiplier}x).",
+            f"{params.baseline_window} (alert above {params.multiplier}x)."
+            + (ENGINE_AT_FIRING if lat.key in WITH_ENGINE_FIGURES else ""),
         ),
         _alert(
             params,
@@ -235,7 +288,38 @@ def alert_groups(params: Params) -> list[dict[str, Any]]:
                "The proxy's event loop in {{ $labels.pod }} runs {{ $value | humanizeDuration }} "
                "late at p99: the latencies it measures include its own delay."),
     ]  # fmt: skip
-    return [{"name": "infermeter.alerts", "rules": rules}]
+    return [
+        {"name": "infermeter.alerts", "rules": rules},
+        {"name": "infermeter.engine.alerts", "rules": engine_alerts(params)},
+    ]
+
+
+def engine_alerts(params: Params) -> list[dict[str, Any]]:
+    by = "namespace, pod, model, engine"
+    waiting = f"sum by ({by}) (infermeter_engine_requests_waiting)"
+    waiting_now = (
+        "{{ with printf \"sum(infermeter_engine_requests_waiting{namespace='%s',pod='%s',"
+        "model='%s'})\" $labels.namespace $labels.pod $labels.model | query }}"
+        "{{ . | first | value | humanize }}{{ end }}"
+    )
+    return [
+        _alert(params, "InfermeterEngineSaturated",
+               f"max by ({by}) (infermeter_engine_kv_cache_usage_ratio) >= {params.engine_kv_cache_ratio} "
+               f"and on ({by}) {waiting} > 0 "
+               f"and on ({by}) sum by ({by}) (deriv(infermeter_engine_requests_waiting[{params.rate_window}])) >= 0",
+               params.engine_saturated_for, "warning",
+               "{{ $labels.engine }} serving {{ $labels.model }} in {{ $labels.pod }} is saturated",
+               "The KV cache of {{ $labels.engine }} serving {{ $labels.model }} in {{ $labels.pod }} "
+               "({{ $labels.namespace }}) is {{ $value | humanizePercentage }} full and "
+               f"{waiting_now} requests wait, a queue not draining for {params.engine_saturated_for}: "
+               "new requests queue and their time to first token grows."),
+        _alert(params, "InfermeterEngineMetricsDown", "infermeter_engine_up == 0",
+               params.engine_down_for, "warning",
+               "infermeter in {{ $labels.pod }} cannot read its inference engine's metrics",
+               "Fetching the inference engine's /metrics from {{ $labels.pod }} ({{ $labels.namespace }}) "
+               f"has failed for {params.engine_down_for}: no queue or KV-cache figures (the sidecar's "
+               "log says why). Inference and GPU metrics are unaffected."),
+    ]  # fmt: skip
 
 
 def _dump(groups: list[dict[str, Any]]) -> str:

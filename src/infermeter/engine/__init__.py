@@ -1,0 +1,1 @@
+"""Engine saturation: the inference engine's own /metrics, re-exported under neutral names."""
