@@ -28,7 +28,7 @@ def _merger(*stores: Store) -> Merger:
     merger = Merger()
     for source, store in enumerate(stores):
         merger.declare(store.declarations())
-        merger.update(source, store.take())
+        merger.update(source, store.take_copy())
     return merger
 
 
@@ -89,11 +89,11 @@ def test_a_dead_worker_keeps_its_counts_and_loses_its_gauges() -> None:
     old.live(m.REQUESTS).labels("m", "x", "200").inc(5)
     old.live(m.IN_FLIGHT).labels("m", "x").inc(3)
     merger.declare(old.declarations())
-    merger.update(1, old.take())
+    merger.update(1, old.take_copy())
     merger.retire(1)
     fresh = _worker()  # the restarted worker starts from zero
     fresh.live(m.REQUESTS).labels("m", "x", "200").inc(1)
-    merger.update(2, fresh.take())
+    merger.update(2, fresh.take_copy())
     assert merger.value(m.REQUESTS.name, ("m", "x", "200")) == 6.0
     assert merger.value(m.IN_FLIGHT.name, ("m", "x")) is None  # rendered as 0
     assert 'infermeter_requests_in_flight{api="x",model="m"} 0.0' in Renderer(merger).render(False)

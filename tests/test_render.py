@@ -58,7 +58,7 @@ def both(monkeypatch: pytest.MonkeyPatch) -> tuple[CollectorRegistry, Renderer]:
     _drive(store.live(COUNTER), store.live(GAUGE), store.live(HIST), store.live(PLAIN))
     merger = Merger()
     merger.declare(store.declarations())
-    merger.update(0, store.take())
+    merger.update(0, store.take_copy())
     return registry, Renderer(merger)
 
 

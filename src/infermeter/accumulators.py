@@ -9,6 +9,7 @@ prometheus_client (`labels()`, `inc()`, `observe()`) so the recorder reads the s
 
 from __future__ import annotations
 
+import marshal
 import time
 from bisect import bisect_left
 from typing import Any, NamedTuple
@@ -112,8 +113,7 @@ class HistogramChild(_Child):
             self._touch()
 
     def payload(self) -> Payload:
-        exemplars = None if self.exemplars is None else list(self.exemplars)
-        return [list(self.counts), self.sum, exemplars]
+        return [self.counts, self.sum, self.exemplars]  # live lists: see Store.take
 
 
 class Family:
@@ -184,13 +184,26 @@ class Store:
         return [family.decl for family in self.families.values()]
 
     def take(self) -> list[Item]:
-        """Cumulative values of the series touched since the last call, in touch order."""
+        """Cumulative values of the series touched since the last call, in touch order.
+
+        Histogram payloads are the live lists, not copies (copying doubled the cost of a
+        hand-over): encode the result before the next observation, as the worker does.
+        """
         dirty, self._dirty[:] = list(self._dirty), []
-        return [child.item() for child in dirty]
+        out = []
+        for child in dirty:
+            child._dirty = False
+            out.append((child._family, child.labels, child.payload()))
+        return out
+
+    def take_copy(self) -> list[Item]:
+        """`take`, detached from the live accumulators (for in-process readers)."""
+        return marshal.loads(marshal.dumps(self.take()))  # type: ignore[no-any-return]
 
     def everything(self) -> list[Item]:
         """Every series (a fresh supervisor or a test wants the full state)."""
         self._dirty.clear()
-        return [
+        items = [
             child.item() for family in self.families.values() for child in family._children.values()
         ]
+        return marshal.loads(marshal.dumps(items))  # type: ignore[no-any-return]
