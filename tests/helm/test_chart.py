@@ -174,7 +174,7 @@ def test_native_sidecar_is_an_init_container_that_always_restarts() -> None:
     (sidecar,) = spec["initContainers"]
     assert sidecar["name"] == "infermeter"
     assert sidecar["restartPolicy"] == "Always"
-    assert sidecar["startupProbe"]["httpGet"]["path"] == "/healthz"  # the server waits for it
+    assert sidecar["startupProbe"]["httpGet"]["path"] == "/readyz"  # the server waits for it
     assert [c["name"] for c in spec["containers"]] == ["server"]
     assert "lifecycle" not in sidecar  # it is stopped after the server: no preStop sleep needed
     assert spec["containers"][0]["lifecycle"]["preStop"]["exec"]["command"] == ["sleep", "5"]
@@ -241,6 +241,16 @@ def test_grace_period_outlasts_the_drain(sets: tuple[str, ...], grace: int) -> N
     assert spec["terminationGracePeriodSeconds"] > drain + 5  # + the preStop sleep
 
 
+@pytest.mark.parametrize(("value", "expected"), [(None, "1"), ("4", "4"), ("auto", "auto")])
+def test_workers_reach_the_flag_and_the_startup_probe_waits_for_them(
+    value: str | None, expected: str
+) -> None:
+    sets = () if value is None else (f"sidecar.workers={value}",)
+    container = infermeter_container(pod_spec(render(sets=sets)))
+    assert flag(container["args"], "workers") == expected
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+
+
 def test_daemonset_has_no_proxy() -> None:
     manifests = render(CHART / "ci" / "daemonset-values.yaml")
     spec = pod_spec(manifests)
@@ -282,6 +292,8 @@ def test_helm_test_pod_fetches_metrics_through_the_service() -> None:
             "at '/sidecar/resources/limits/nvidia.com~1gpu'",
         ),
         ("sidecar.drainTimeout=0", "at '/sidecar/drainTimeout': exclusiveMinimum"),
+        ("sidecar.workers=0", "at '/sidecar/workers'"),
+        ("sidecar.workers=many", "at '/sidecar/workers'"),
         ("sidecar.upstrem=http://x", "at '/sidecar': additional properties 'upstrem' not allowed"),
         ("sidecar.upstream=ftp://x", "at '/sidecar/upstream': 'ftp://x' does not match"),
         (

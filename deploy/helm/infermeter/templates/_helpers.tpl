@@ -87,6 +87,7 @@ app.kubernetes.io/component: {{ .Values.mode }}
 - --listen=0.0.0.0:{{ .Values.sidecar.ports.proxy.containerPort }}
 - --upstream={{ include "infermeter.upstream" . }}
 - --drain-timeout={{ .Values.sidecar.drainTimeout }}
+- --workers={{ .Values.sidecar.workers }}
 {{- end }}
 - --log-format={{ .Values.sidecar.logFormat }}
 - --log-level={{ .Values.sidecar.logLevel }}
