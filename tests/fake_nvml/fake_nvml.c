@@ -141,6 +141,13 @@ typedef struct {
 } nvmlEventData_t;
 
 typedef enum { NVML_TEMPERATURE_GPU = 0 } nvmlTemperatureSensors_t;
+
+typedef struct {
+    unsigned int version;
+    nvmlTemperatureSensors_t sensorType;
+    int temperature;
+} nvmlTemperature_v1_t;
+#define nvmlTemperature_v1 ((unsigned int)(sizeof(nvmlTemperature_v1_t) | (1U << 24U)))
 typedef enum { NVML_CLOCK_GRAPHICS = 0, NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2 } nvmlClockType_t;
 typedef enum { NVML_MEMORY_ERROR_TYPE_CORRECTED = 0, NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1 } nvmlMemoryErrorType_t;
 typedef enum { NVML_VOLATILE_ECC = 0, NVML_AGGREGATE_ECC = 1 } nvmlEccCounterType_t;
@@ -744,6 +751,26 @@ nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, nvmlTemperatureSensor
         return invalid_argument(device, temp);
     return device_uint(device, FULL_GPU_ONLY, "temperature_gpu", temp);
 }
+
+#ifndef FAKE_NVML_OLD_DRIVER
+/* The versioned temperature call of r535+ drivers; same value as the legacy call. */
+nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t device, nvmlTemperature_v1_t *temperature)
+{
+    unsigned int value = 0;
+    nvmlReturn_t ret;
+
+    if (temperature == NULL)
+        return invalid_argument(device, temperature);
+    if (temperature->version != nvmlTemperature_v1)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (temperature->sensorType != NVML_TEMPERATURE_GPU)
+        return invalid_argument(device, temperature);
+    ret = device_uint(device, FULL_GPU_ONLY, "temperature_gpu", &value);
+    if (ret == NVML_SUCCESS)
+        temperature->temperature = (int)value;
+    return ret;
+}
+#endif
 
 static long long now_usec(void)
 {

@@ -79,8 +79,18 @@ def shutdown() -> None:
     pynvml.nvmlShutdown()
 
 
+def optional(read: Callable[[], str]) -> str:
+    """A label value that a driver may lack: empty when NVML cannot say, never an error."""
+    try:
+        return read()
+    except NVMLError as error:
+        if classify(error) is not Failure.NOT_SUPPORTED:
+            raise
+        return ""
+
+
 def driver_version() -> str:
-    return str(pynvml.nvmlSystemGetDriverVersion())
+    return optional(lambda: str(pynvml.nvmlSystemGetDriverVersion()))
 
 
 def bindings_version() -> str:
@@ -105,14 +115,18 @@ def handle_key(handle: Handle) -> int:
     return int(ctypes.cast(handle, ctypes.c_void_p).value or 0)
 
 
+def _pci_bus_id(handle: Handle) -> str:
+    bus_id = pynvml.nvmlDeviceGetPciInfo(handle).busId
+    return bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id)
+
+
 def gpu_identity(index: int, handle: Handle) -> DeviceIdentity:
-    pci = pynvml.nvmlDeviceGetPciInfo(handle)
-    bus_id = pci.busId.decode() if isinstance(pci.busId, bytes) else str(pci.busId)
+    """Handle, UUID and name are all a GPU needs; the PCI bus id is a label it may lack."""
     return DeviceIdentity(
         index=index,
         uuid=str(pynvml.nvmlDeviceGetUUID(handle)),
         name=str(pynvml.nvmlDeviceGetName(handle)),
-        pci_bus_id=bus_id,
+        pci_bus_id=optional(lambda: _pci_bus_id(handle)),
     )
 
 
@@ -136,13 +150,22 @@ def mig_handles(handle: Handle) -> Iterator[Handle]:
 
 
 def mig_identity(parent: DeviceIdentity, handle: Handle) -> DeviceIdentity:
+    name = str(pynvml.nvmlDeviceGetName(handle))
     return DeviceIdentity(
         index=parent.index,
         uuid=str(pynvml.nvmlDeviceGetUUID(handle)),
-        name=str(pynvml.nvmlDeviceGetName(handle)),
+        name=name,
         pci_bus_id=parent.pci_bus_id,
         parent_uuid=parent.uuid,
+        gpu_instance_id=optional(lambda: str(pynvml.nvmlDeviceGetGpuInstanceId(handle))),
+        mig_profile=mig_profile(name),
     )
+
+
+def mig_profile(name: str) -> str:
+    """The profile ("1g.10gb") from a MIG device name ("NVIDIA H100 80GB HBM3 MIG 1g.10gb")."""
+    head, sep, profile = name.rpartition(" MIG ")
+    return profile.strip() if sep and head else ""
 
 
 def uuid_of(handle: Handle) -> str:
@@ -159,6 +182,13 @@ def _utilization(handle: Handle) -> list[Reading]:
         Reading(m.GPU_UTILIZATION, rates.gpu / 100.0),
         Reading(m.GPU_MEMORY_UTILIZATION, rates.memory / 100.0),
     ]
+
+
+# A newer call the driver lacks (or whose struct version it does not know): use the older one.
+_NEWER_API_MISSING = {
+    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
+    pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
+}
 
 
 class _Memory:
@@ -190,9 +220,25 @@ class _Memory:
         ]
 
 
-def _temperature(handle: Handle) -> list[Reading]:
-    value = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
-    return [Reading(m.GPU_TEMPERATURE, float(value))]
+class _Temperature:
+    """`nvmlDeviceGetTemperatureV` since r535 (the legacy call is deprecated); older drivers
+    only have `nvmlDeviceGetTemperature`."""
+
+    def __init__(self) -> None:
+        self.versioned = True
+
+    def __call__(self, handle: Handle) -> list[Reading]:
+        if self.versioned:
+            try:
+                value = pynvml.nvmlDeviceGetTemperatureV(handle, pynvml.NVML_TEMPERATURE_GPU)
+            except NVMLError as error:
+                if error.value not in _NEWER_API_MISSING:
+                    raise
+                self.versioned = False
+            else:
+                return [Reading(m.GPU_TEMPERATURE, float(value))]
+        value = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
+        return [Reading(m.GPU_TEMPERATURE, float(value))]
 
 
 _FIELD_VALUE_MEMBERS = {
@@ -308,7 +354,7 @@ def make_probes() -> list[Probe]:
     return [
         _utilization,
         _Memory(),
-        _temperature,
+        _Temperature(),
         _memory_temperature,
         _power,
         _power_limit,

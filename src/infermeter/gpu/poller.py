@@ -204,9 +204,14 @@ class GpuPoller:
                 failure = nvml.classify(error)
                 if failure is nvml.Failure.NOT_SUPPORTED:
                     device.probes.remove(probe)
-                    log.debug(
+                    log.info(
                         "GPU field not supported: no longer read",
-                        extra={"gpu": device.index, "field": _probe_name(probe)},
+                        extra={
+                            "gpu": device.index,
+                            "uuid": device.identity.uuid if device.identity else "",
+                            "field": _probe_name(probe),
+                            "reason": nvml.describe(error),
+                        },
                     )
                 elif failure is nvml.Failure.GPU_LOST:
                     return False, ()

@@ -83,6 +83,9 @@ class XidWatcher:
                 if failure is nvml.Failure.NVML_DOWN:
                     log.warning("XID event wait stopped", extra={"reason": nvml.describe(error)})
                     return
+                if failure is nvml.Failure.NOT_SUPPORTED:
+                    log.info("XID events unavailable", extra={"reason": nvml.describe(error)})
+                    break
                 self._stop.wait(1.0)  # a lost GPU can make waits fail; keep listening
                 continue
             if event is None:
