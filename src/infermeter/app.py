@@ -82,7 +82,7 @@ class Sidecar:
         )
         parts: list[Part] = []
         if self.poller is not None:
-            parts.append(GpuCollector(self.poller))
+            parts.append(GpuCollector(self.poller, settings.dcgm_compat))
         parts.append(ProcessCollector(settings.watch_pid, settings.watch_process))
         self.registry.register(CollectorSet(parts))
         self.proxy: ProxyApp | None = None

@@ -194,6 +194,11 @@ class Settings(BaseModel):
         description="GPUs to export, by index or UUID (comma-separated). Empty: all. "
         "Selecting a GPU selects its MIG devices.",
     )
+    dcgm_compat: bool = Field(
+        default=False,
+        description="Also export dcgm-exporter's default GPU metrics under its names, units "
+        "and labels (DCGM_FI_DEV_*), for dashboards and alerts written for dcgm-exporter.",
+    )
     watch_pid: int | None = Field(
         default=None, gt=0, description="PID of the inference server to report process metrics for."
     )

@@ -8,14 +8,16 @@ from prometheus_client.metrics_core import Metric
 
 from infermeter import metrics as m
 from infermeter.collectors import Status
+from infermeter.gpu import dcgm
 from infermeter.gpu.poller import GpuPoller
 
 
 class GpuCollector:
     name = "gpu"
 
-    def __init__(self, poller: GpuPoller) -> None:
+    def __init__(self, poller: GpuPoller, dcgm_compat: bool = False) -> None:
         self._poller = poller
+        self._dcgm_host = dcgm.hostname() if dcgm_compat else None
 
     def status(self) -> Status:
         """The poll, not this scrape-time copy, is the work worth reporting."""
@@ -60,3 +62,5 @@ class GpuCollector:
         for (gpu, uuid, xid), count in sorted(self._poller.xid_counts.copy().items()):
             xids.add_metric([gpu, uuid, xid], float(count))
         yield xids
+        if self._dcgm_host is not None:
+            yield from dcgm.families(snap, self._poller.xid_counts.last(), self._dcgm_host)

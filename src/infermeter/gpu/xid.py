@@ -24,14 +24,21 @@ class XidCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._last: dict[str, int] = {}
 
     def add(self, identity: DeviceIdentity, xid: int) -> None:
         with self._lock:
             self._counts[(str(identity.index), identity.uuid, str(xid))] += 1
+            self._last[identity.uuid] = xid
 
     def copy(self) -> dict[tuple[str, str, str], int]:
         with self._lock:
             return dict(self._counts)
+
+    def last(self) -> dict[str, int]:
+        """The latest XID by GPU UUID (what dcgm-exporter's DCGM_FI_DEV_XID_ERRORS shows)."""
+        with self._lock:
+            return dict(self._last)
 
 
 class XidWatcher:
