@@ -152,6 +152,17 @@ GPU_XID_ERRORS = _gpu(
     "xid",
 )
 
+# --- pod attribution (kubelet pod-resources API, DaemonSet mode) ---------------------------
+POD_LABELS = ("namespace", "pod", "container")
+GPU_POD_INFO = MetricSpec(
+    "infermeter_gpu_pod_info",
+    "gauge",
+    "Always 1: a container the kubelet assigned this GPU or MIG device to (one series per "
+    "container, also when several share the device by time slicing).",
+    ("uuid", *POD_LABELS),
+    "kubelet",
+)
+
 # --- inference traffic (the proxy) ---------------------------------------------------------
 INFERENCE_LABELS = ("model", "api")
 # Latency buckets step by at most 1.5-2x, so any p99 from 5 ms to 600 s is resolved within a
