@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_gpu import GOLDEN, VOLATILE
 from tests.fake_nvml import profiles
 from tests.kubelet_server import FakeKubelet, fake_kubelet
-from tests.sidecar import run_sidecar, samples, value, wait_for
+from tests.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
 
 pytestmark = pytest.mark.e2e
 GPU0 = str(profiles.gpu(0)["uuid"])
@@ -106,6 +109,37 @@ def test_pods_come_and_go_mig_and_several_containers(tmp_path: Path, fake_nvml_d
         assert pod_of(text, "infermeter_gpu_up", MIG0) == ("", "", "")
         assert value(text, "infermeter_gpu_pod_info", pod="train-0") is None
     assert "GPU series without pod labels" not in car.log()
+
+
+def test_attributed_exposition_matches_golden_and_passes_promtool(
+    tmp_path: Path, fake_nvml_dir: Path, update_golden: bool
+) -> None:
+    sock = sock_path(tmp_path)
+    gpu2 = str(profiles.gpu(2)["uuid"])
+    kubelet = FakeKubelet(
+        pods=[
+            ("ml", "train-0", {"trainer": [(GPU, [GPU0])]}),
+            ("ml", "infer-0", {"embed": [("nvidia.com/mig-1g.10gb", [MIG1])]}),
+            ("x", "share-0", {"c": [(GPU, [f"{gpu2}::0"])]}),
+            ("x", "share-1", {"c": [(GPU, [f"{gpu2}::1"])]}),
+        ]
+    )
+    with (
+        fake_kubelet(sock, kubelet),
+        run_sidecar(tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)) as car,
+    ):
+        text = car.wait_metric("infermeter_gpu_pod_info", 1.0, uuid=gpu2, pod="share-1")
+        text = car.wait_metric("infermeter_gpu_up", 1.0, uuid=MIG1, pod="infer-0")
+    golden = GOLDEN / "gpu-pods.prom"
+    if update_golden:
+        golden.write_text(stable_exposition(text, VOLATILE))
+    assert stable_exposition(text, VOLATILE) == golden.read_text()
+    promtool = shutil.which("promtool")
+    assert promtool
+    lint = subprocess.run(
+        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, check=False
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def test_a_gpu_shared_by_time_slicing_is_not_given_to_one_pod(
