@@ -194,11 +194,12 @@ class Sidecar:
 
 
 def pod_resources_poller(settings: Settings) -> PodResourcesPoller | None:
-    """Pod attribution when a socket is configured; the default one only where it exists."""
+    """Pod attribution when a socket is configured; the default one only where the kubelet's
+    pod-resources directory exists (the socket itself may be between two kubelet restarts)."""
     path = settings.kubelet_pod_resources
     if path is None:
         return None
-    if path == DEFAULT_POD_RESOURCES_SOCKET and not path.exists():
+    if path == DEFAULT_POD_RESOURCES_SOCKET and not path.parent.is_dir():
         log.debug(
             "no kubelet pod-resources socket: pod attribution off", extra={"socket": str(path)}
         )

@@ -204,7 +204,7 @@ class Settings(BaseModel):
         default=DEFAULT_POD_RESOURCES_SOCKET,
         description="The kubelet's pod-resources socket: GPU and MIG series gain namespace, "
         "pod and container of the container holding the device (DaemonSet mode). The default "
-        "is used only when it exists; `off` disables.",
+        "is used only where its directory exists; `off` disables.",
     )
     kubelet_pod_resources_interval: float = Field(
         default=10.0,

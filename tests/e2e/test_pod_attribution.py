@@ -232,6 +232,25 @@ def test_not_a_grpc_server(tmp_path: Path, fake_nvml_dir: Path) -> None:
     assert pod_of(text, "infermeter_gpu_up", GPU0) == ("", "", "")
 
 
+def test_stale_socket_nobody_listens(tmp_path: Path, fake_nvml_dir: Path) -> None:
+    """What a kubelet that died leaves behind: the socket file, nobody accepting."""
+    sock = sock_path(tmp_path)
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(sock))
+    dead.close()
+    assert sock.exists()
+    try:
+        with run_sidecar(
+            tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)
+        ) as car:
+            text = car.wait_metric("infermeter_collector_success", 0.0, collector="kubelet")
+            text = car.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
+    finally:
+        sock.unlink(missing_ok=True)
+    assert pod_of(text, "infermeter_gpu_up", GPU0) == ("", "", "")
+    assert "connect" in car.log()  # the reason names the refused connection
+
+
 def test_off_and_default_socket_absent(tmp_path: Path, fake_nvml_dir: Path) -> None:
     state = nvml(tmp_path)
     for extra in (("--kubelet-pod-resources", "off"), ()):

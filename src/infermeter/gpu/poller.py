@@ -255,4 +255,4 @@ class GpuPoller:
 
 
 def _probe_name(probe: nvml.Probe) -> str:
-    return getattr(probe, "__name__", type(probe).__name__).strip("_")
+    return getattr(probe, "__name__", type(probe).__name__.strip("_").lower())
