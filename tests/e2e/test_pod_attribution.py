@@ -205,6 +205,16 @@ def test_slow_then_broken_kubelet(tmp_path: Path, fake_nvml_dir: Path) -> None:
     assert value(text, "infermeter_collector_success", collector="kubelet") == 1.0
 
 
+def unattributed(tmp_path: Path, sock: Path, lib_dir: Path) -> str:
+    """Run the sidecar against a kubelet socket that cannot answer; return its log."""
+    with run_sidecar(tmp_path, *args(sock), lib_dir=lib_dir, nvml_state=nvml(tmp_path)) as car:
+        car.wait_metric("infermeter_collector_success", 0.0, collector="kubelet")
+        text = car.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
+    assert pod_of(text, "infermeter_gpu_up", GPU0) == ("", "", "")
+    assert value(text, "infermeter_collector_success", collector="gpu") == 1.0
+    return car.log()
+
+
 def test_not_a_grpc_server(tmp_path: Path, fake_nvml_dir: Path) -> None:
     sock = sock_path(tmp_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -222,14 +232,9 @@ def test_not_a_grpc_server(tmp_path: Path, fake_nvml_dir: Path) -> None:
 
     threading.Thread(target=answer_http1, daemon=True).start()
     try:
-        with run_sidecar(
-            tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)
-        ) as car:
-            text = car.wait_metric("infermeter_collector_success", 0.0, collector="kubelet")
-            text = car.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
+        unattributed(tmp_path, sock, fake_nvml_dir)
     finally:
         listener.close()
-    assert pod_of(text, "infermeter_gpu_up", GPU0) == ("", "", "")
 
 
 def test_stale_socket_nobody_listens(tmp_path: Path, fake_nvml_dir: Path) -> None:
@@ -240,15 +245,10 @@ def test_stale_socket_nobody_listens(tmp_path: Path, fake_nvml_dir: Path) -> Non
     dead.close()
     assert sock.exists()
     try:
-        with run_sidecar(
-            tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)
-        ) as car:
-            text = car.wait_metric("infermeter_collector_success", 0.0, collector="kubelet")
-            text = car.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
+        log = unattributed(tmp_path, sock, fake_nvml_dir)
     finally:
         sock.unlink(missing_ok=True)
-    assert pod_of(text, "infermeter_gpu_up", GPU0) == ("", "", "")
-    assert "connect" in car.log()  # the reason names the refused connection
+    assert "connect" in log  # the reason names the refused connection
 
 
 def test_off_and_default_socket_absent(tmp_path: Path, fake_nvml_dir: Path) -> None:
