@@ -601,3 +601,45 @@ def test_omitted_symbols_are_absent_from_the_library(tmp_path: Path) -> None:
     assert out["uuid"] == gpu(0)["uuid"]
     with pytest.raises(ValueError, match="cannot omit"):
         build(tmp_path, omit=("nvmlDeviceGetUUID",))
+
+
+def test_gpm_metrics_between_two_samples(tmp_path: Path, fake_nvml_dir: Path) -> None:
+    config = write_state(
+        tmp_path / "state.json",
+        state([gpu(0, gpm_graphics_util=55.5, gpm_tensor_util=30.25), gpu(1)]),
+    )
+    out = run(
+        fake_nvml_dir,
+        config,
+        """
+        pynvml.nvmlInit()
+        h0, h1 = (pynvml.nvmlDeviceGetHandleByIndex(i) for i in (0, 1))
+        s1, s2 = pynvml.nvmlGpmSampleAlloc(), pynvml.nvmlGpmSampleAlloc()
+
+        def get(first, second, ids=(1, 5, 2)):
+            request = pynvml.c_nvmlGpmMetricsGet_t()
+            request.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+            request.numMetrics = len(ids)
+            request.sample1, request.sample2 = first, second
+            for slot, metric in enumerate(ids):
+                request.metrics[slot].metricId = metric
+            pynvml.nvmlGpmMetricsGet(request)
+            return [[m.nvmlReturn, m.value] for m in request.metrics[: len(ids)]]
+
+        pynvml.nvmlGpmSampleGet(h0, s1)
+        time.sleep(0.01)
+        pynvml.nvmlGpmSampleGet(h0, s2)
+        print(json.dumps({
+            "supported": [pynvml.nvmlGpmQueryDeviceSupport(h).isSupportedDevice for h in (h0, h1)],
+            "metrics": get(s1, s2),
+            "backwards": call(get, s2, s1),
+            "other_device": call(pynvml.nvmlGpmSampleGet, h1, s1),
+            "free": [pynvml.nvmlGpmSampleFree(s) for s in (s1, s2)],
+        }))
+        """,
+    )
+    assert out["supported"] == [1, 0]
+    assert out["metrics"] == [[0, 55.5], [0, 30.25], [3, 0.0]]  # id 2: NOT_SUPPORTED
+    assert out["backwards"] == "NVMLError_InvalidArgument"
+    assert out["other_device"] == "NVMLError_NotSupported"
+    assert out["free"] == [None, None]

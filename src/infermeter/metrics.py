@@ -75,6 +75,18 @@ GPU_MEMORY_UTILIZATION = _gpu(
     "gauge",
     "Fraction of the last sample period in which device memory was read or written (0-1).",
 )
+GPU_GRAPHICS_ACTIVE = _gpu(
+    "infermeter_gpu_graphics_engine_active_ratio",
+    "gauge",
+    "Fraction of the time between two polls the graphics/compute engine was busy "
+    "(NVML GPM, Hopper and later; DCGM's GR_ENGINE_ACTIVE).",
+)
+GPU_TENSOR_ACTIVE = _gpu(
+    "infermeter_gpu_tensor_active_ratio",
+    "gauge",
+    "Fraction of the time between two polls the SMs ran any tensor-core operation "
+    "(NVML GPM, Hopper and later; DCGM's PIPE_TENSOR_ACTIVE).",
+)
 GPU_MEMORY_USED = _gpu(
     "infermeter_gpu_memory_used_bytes",
     "gauge",

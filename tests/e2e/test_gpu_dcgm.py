@@ -25,8 +25,6 @@ GOLDEN = FIXTURES / "golden" / "gpu-dcgm.prom"
 QUERIES = FIXTURES / "dcgm" / "dashboard-queries.txt"
 ARGS = ("--gpu-poll-interval", "0.1", "--dcgm-compat")
 ENV = {"NODE_NAME": "gpu-node-a"}
-# DCGM's profiling fields come from DCGM's profiling module, which NVML does not offer.
-PROFILING = ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE")
 
 
 def two_gpus_one_mig() -> list[dict[str, object]]:
@@ -49,7 +47,8 @@ def test_dcgm_names_units_labels_golden_and_promtool(
     state = write_state(tmp_path)
     with run_sidecar(tmp_path, *ARGS, lib_dir=fake_nvml_dir, nvml_state=state, env=ENV) as car:
         text = car.wait_metric("DCGM_FI_DEV_XID_ERRORS", 79.0, gpu="0")
-        text = car.wait_metric("DCGM_FI_DEV_FB_USED", 2048.0, GPU_I_ID="8")
+        car.wait_metric("DCGM_FI_DEV_FB_USED", 2048.0, GPU_I_ID="8")
+        text = car.wait_metric("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", 0.125, gpu="1")
     if update_golden:
         GOLDEN.write_text(stable_exposition(text, VOLATILE))
     assert stable_exposition(text, VOLATILE) == GOLDEN.read_text()
@@ -83,6 +82,8 @@ def test_dcgm_names_units_labels_golden_and_promtool(
         "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS": 0.0,
         "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS": 0.0,
         "DCGM_FI_DEV_ROW_REMAP_FAILURE": 0.0,
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE": 0.125,  # ratio, from NVML GPM
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": 0.0625,
     }
     for name, want in expected.items():
         assert value(text, name, **labels) == want, name
@@ -157,17 +158,14 @@ def test_official_dcgm_dashboard_queries_return_data(tmp_path: Path, fake_nvml_d
     assert len(queries) == 10
     state = write_state(tmp_path)
     with run_sidecar(tmp_path, *ARGS, lib_dir=fake_nvml_dir, nvml_state=state, env=ENV) as car:
-        car.wait_metric("DCGM_FI_DEV_GPU_TEMP", 40.0, gpu="0")
+        car.wait_metric("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 0.125, gpu="0")
         with _prometheus(tmp_path, {"gpu-node-a": car}) as prometheus:
-            served = [q for q in queries if not any(p in q for p in PROFILING)]
-            for query in served:
+            for query in queries:
                 wait_for(lambda q=query: _run(prometheus, q), timeout=30, what=query)
             hosts = _run(prometheus, "label_values(DCGM_FI_DEV_FB_FREE, Hostname)")
             gpus = _run(prometheus, 'label_values(DCGM_FI_DEV_FB_FREE{Hostname=~".*"}, gpu)')
-            unserved = [q for q in queries if q not in served]
-            results = {q: _run(prometheus, q) for q in unserved}
+            tensor = _run(prometheus, queries[6])
     assert hosts == ["gpu-node-a"]
     assert gpus == ["0", "1"]
-    # documented: NVML has no source for DCGM's profiling fields, so those panels stay empty
-    assert len(unserved) == 2
-    assert results == {q: [] for q in unserved}
+    # the tensor panel: one series per GPU (MIG devices have no GPM figures of their own)
+    assert len(tensor) == 2

@@ -40,6 +40,15 @@ ONLY_FROM: dict[str, set[str]] = {
         m.GPU_ROW_REMAP_PENDING.name,
         m.GPU_ROW_REMAP_FAILED.name,
     },
+    **{
+        symbol: {m.GPU_GRAPHICS_ACTIVE.name, m.GPU_TENSOR_ACTIVE.name}
+        for symbol in (
+            "nvmlGpmQueryDeviceSupport",
+            "nvmlGpmSampleAlloc",
+            "nvmlGpmSampleGet",
+            "nvmlGpmMetricsGet",
+        )
+    },
     "nvmlEventSetCreate": {m.GPU_XID_ERRORS.name},
     "nvmlDeviceRegisterEvents": {m.GPU_XID_ERRORS.name},
     "nvmlEventSetWait_v2": {m.GPU_XID_ERRORS.name},

@@ -129,7 +129,8 @@ def test_attributed_exposition_matches_golden_and_passes_promtool(
         run_sidecar(tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)) as car,
     ):
         text = car.wait_metric("infermeter_gpu_pod_info", 1.0, uuid=gpu2, pod="share-1")
-        text = car.wait_metric("infermeter_gpu_up", 1.0, uuid=MIG1, pod="infer-0")
+        car.wait_metric("infermeter_gpu_up", 1.0, uuid=MIG1, pod="infer-0")
+        text = car.wait_metric("infermeter_gpu_tensor_active_ratio", 0.1875, gpu="2")
     golden = GOLDEN / "gpu-pods.prom"
     if update_golden:
         golden.write_text(stable_exposition(text, VOLATILE))

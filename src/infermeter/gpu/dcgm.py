@@ -94,6 +94,12 @@ FIELDS: tuple[Field, ...] = (
           ("correctable",)),
     Field("DCGM_FI_DEV_ROW_REMAP_FAILURE", "gauge", "Whether remapping of rows has failed",
           m.GPU_ROW_REMAP_FAILED),
+    Field("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge",
+          "Ratio of time the graphics engine is active.", m.GPU_GRAPHICS_ACTIVE,
+          integral=False),
+    Field("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "gauge",
+          "Ratio of cycles the tensor (HMMA) pipe is active.", m.GPU_TENSOR_ACTIVE,
+          integral=False),
 )  # fmt: skip
 XID_ERRORS = Field(
     "DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered.", m.GPU_XID_ERRORS

@@ -6,6 +6,7 @@ dropped on its own (NotSupported / FunctionNotFound) while the rest keep being r
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 from collections.abc import Callable, Iterator
@@ -349,6 +350,58 @@ def _remapped_rows(handle: Handle) -> list[Reading]:
     ]
 
 
+class _Gpm:
+    """Engine activity from GPU performance monitoring (Hopper and later): the graphics/compute
+    engine and the tensor pipes, as fractions of the time between two polls. DCGM's profiling
+    fields (GR_ENGINE_ACTIVE, PIPE_TENSOR_ACTIVE) are these counters; utilization (above) is
+    NVML's coarser "a kernel ran" figure. The first poll only takes a sample."""
+
+    # NVML_GPM_METRIC_GRAPHICS_UTIL, NVML_GPM_METRIC_ANY_TENSOR_UTIL (percent)
+    METRICS = ((1, m.GPU_GRAPHICS_ACTIVE), (5, m.GPU_TENSOR_ACTIVE))
+
+    def __init__(self) -> None:
+        self.samples: list[Any] = []  # [previous, current], allocated on the first call
+
+    def __call__(self, handle: Handle) -> list[Reading]:
+        if not self.samples:
+            if not hasattr(pynvml, "c_nvmlGpmMetricsGet_t"):  # bindings older than GPM
+                raise NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+            if not pynvml.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice:
+                raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            self.samples = [pynvml.nvmlGpmSampleAlloc(), pynvml.nvmlGpmSampleAlloc()]
+            pynvml.nvmlGpmSampleGet(handle, self.samples[1])
+            return []
+        previous, current = self.samples[1], self.samples[0]
+        pynvml.nvmlGpmSampleGet(handle, current)
+        self.samples = [previous, current]
+        request = pynvml.c_nvmlGpmMetricsGet_t()
+        request.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+        request.numMetrics = len(self.METRICS)
+        request.sample1, request.sample2 = previous, current
+        for slot, (metric_id, _spec) in enumerate(self.METRICS):
+            request.metrics[slot].metricId = metric_id
+        pynvml.nvmlGpmMetricsGet(request)
+        return [
+            Reading(spec, request.metrics[slot].value / 100.0)
+            for slot, (_id, spec) in enumerate(self.METRICS)
+            if request.metrics[slot].nvmlReturn == pynvml.NVML_SUCCESS
+        ]
+
+    def close(self) -> None:
+        """Free the two samples (NVML allocates them); called before NVML shuts down."""
+        for sample in self.samples:
+            with contextlib.suppress(NVMLError):
+                pynvml.nvmlGpmSampleFree(sample)
+        self.samples = []
+
+
+def close_probes(probes: list[Probe]) -> None:
+    for probe in probes:
+        close = getattr(probe, "close", None)
+        if close is not None:
+            close()
+
+
 def make_probes() -> list[Probe]:
     """Fresh probes for one device (some remember which API generation works)."""
     return [
@@ -367,6 +420,7 @@ def make_probes() -> list[Probe]:
         _pcie_replays,
         _ecc,
         _remapped_rows,
+        _Gpm(),
     ]
 
 

@@ -204,6 +204,7 @@ class GpuPoller:
                 failure = nvml.classify(error)
                 if failure is nvml.Failure.NOT_SUPPORTED:
                     device.probes.remove(probe)
+                    nvml.close_probes([probe])
                     log.info(
                         "GPU field not supported: no longer read",
                         extra={
@@ -247,6 +248,8 @@ class GpuPoller:
         if self._xid is not None:
             self._xid.stop()
             self._xid = None
+        for device in self._devices:
+            nvml.close_probes(device.probes)
         if self._nvml_up:
             with contextlib.suppress(nvml.NVMLError):
                 nvml.shutdown()
