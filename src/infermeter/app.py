@@ -38,6 +38,8 @@ from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
 from infermeter.gpu.poller import GpuPoller
+from infermeter.kubelet.collector import KubeletCollector
+from infermeter.kubelet.poller import PodResourcesPoller
 from infermeter.loop_lag import watch_lag
 from infermeter.metrics_auth import metrics_auth
 from infermeter.net import bind
@@ -46,7 +48,7 @@ from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.errors import HideAbortedStreams
 from infermeter.proxy.recorder import Recorder
 from infermeter.proxy.upstream import UpstreamClient
-from infermeter.settings import Settings
+from infermeter.settings import DEFAULT_POD_RESOURCES_SOCKET, Settings
 from infermeter.streams.timing import SLO
 from infermeter.tracing import Tracing, TracingConfig, enabled_by_environment
 
@@ -82,9 +84,13 @@ class Sidecar:
         self.poller = (
             GpuPoller(settings.gpu_poll_interval, settings.gpus) if settings.gpu_metrics else None
         )
+        self.kubelet = pod_resources_poller(settings) if self.poller is not None else None
         parts: list[Part] = []
         if self.poller is not None:
-            parts.append(GpuCollector(self.poller))
+            pods = self.kubelet.attribution if self.kubelet is not None else None
+            parts.append(GpuCollector(self.poller, settings.dcgm_compat, pods))
+        if self.kubelet is not None:
+            parts.append(KubeletCollector(self.kubelet))
         parts.append(ProcessCollector(settings.watch_pid, settings.watch_process))
         self.registry.register(CollectorSet(parts))
         self.proxy: ProxyApp | None = None
@@ -155,6 +161,8 @@ class Sidecar:
             self.poller.start()
         if self.engine is not None:
             self.engine.start()
+        if self.kubelet is not None:
+            self.kubelet.start()
         tasks: list[asyncio.Task[Any]] = []
         try:
             if self.proxy_server is not None:
@@ -193,6 +201,8 @@ class Sidecar:
                 self.poller.stop()
             if self.engine is not None:
                 self.engine.stop()
+            if self.kubelet is not None:
+                self.kubelet.stop()
             self.metrics_server.stop()
 
 
@@ -213,6 +223,21 @@ def make_engine_fetcher(
         max_models=settings.max_models,
         model_label=model_label,
     )
+
+
+def pod_resources_poller(settings: Settings) -> PodResourcesPoller | None:
+    """Pod attribution when a socket is configured; the default one only where the kubelet's
+    pod-resources directory exists (the socket itself may be between two kubelet restarts)."""
+    path = settings.kubelet_pod_resources
+    if path is None:
+        return None
+    if path == DEFAULT_POD_RESOURCES_SOCKET and not path.parent.is_dir():
+        log.debug(
+            "no kubelet pod-resources socket: pod attribution off", extra={"socket": str(path)}
+        )
+        return None
+    log.info("pod attribution on", extra={"socket": str(path)})
+    return PodResourcesPoller(path, settings.kubelet_pod_resources_interval)
 
 
 def make_tracing(settings: Settings, upstream: str) -> Tracing | None:
