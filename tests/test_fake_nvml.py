@@ -509,6 +509,8 @@ def test_old_driver_lacks_new_symbols(tmp_path: Path, old_driver_nvml_dir: Path)
         print(json.dumps({
             "mem_v2": call(pynvml.nvmlDeviceGetMemoryInfo, h, version=pynvml.nvmlMemory_v2),
             "event_reasons": call(pynvml.nvmlDeviceGetCurrentClocksEventReasons, h),
+            "temperature_v": call(pynvml.nvmlDeviceGetTemperatureV, h, 0),
+            "temperature": pynvml.nvmlDeviceGetTemperature(h, 0),
             "mem_v1": pynvml.nvmlDeviceGetMemoryInfo(h).total,
             "throttle": pynvml.nvmlDeviceGetCurrentClocksThrottleReasons(h),
         }))
@@ -516,6 +518,8 @@ def test_old_driver_lacks_new_symbols(tmp_path: Path, old_driver_nvml_dir: Path)
     )
     assert out["mem_v2"] == "NVMLError_FunctionNotFound"
     assert out["event_reasons"] == "NVMLError_FunctionNotFound"
+    assert out["temperature_v"] == "NVMLError_FunctionNotFound"
+    assert out["temperature"] == gpu(0)["temperature_gpu"]
     assert out["mem_v1"] == gpu(0)["memory_total"]
     assert out["throttle"] == gpu(0)["clocks_event_reasons"]
 
@@ -549,3 +553,93 @@ def test_build_is_incremental_and_per_variant(tmp_path: Path) -> None:
     assert library.stat().st_mtime_ns > SOURCE.stat().st_mtime_ns
     with pytest.raises(ValueError, match="unknown variant"):
         build(tmp_path, "nope")
+
+
+def test_versioned_temperature(tmp_path: Path, fake_nvml_dir: Path) -> None:
+    without = gpu(1)
+    del without["temperature_gpu"]
+    config = write_state(tmp_path / "state.json", state([gpu(0, temperature_gpu=63), without]))
+    out = run(
+        fake_nvml_dir,
+        config,
+        """
+        pynvml.nvmlInit()
+        h0, h1 = (pynvml.nvmlDeviceGetHandleByIndex(i) for i in (0, 1))
+        print(json.dumps({
+            "v": pynvml.nvmlDeviceGetTemperatureV(h0, 0),
+            "absent": call(pynvml.nvmlDeviceGetTemperatureV, h1, 0),
+            "bad_version": call(pynvml.nvmlDeviceGetTemperatureV, h0, 0, version=7),
+        }))
+        """,
+    )
+    assert out["v"] == 63
+    assert out["absent"] == "NVMLError_NotSupported"
+    assert out["bad_version"] == "NVMLError_ArgumentVersionMismatch"
+
+
+def test_omitted_symbols_are_absent_from_the_library(tmp_path: Path) -> None:
+    library = build(tmp_path, omit=("nvmlDeviceGetPciInfo_v3", "nvmlEventSetWait_v2"))
+    symbols = subprocess.run(
+        ["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "nvmlDeviceGetPciInfo_v3" not in symbols
+    assert "nvmlEventSetWait_v2" not in symbols
+    assert "nvmlDeviceGetUUID" in symbols
+    assert "nvmlEventSetCreate" in symbols
+    config = write_state(tmp_path / "state.json", state([gpu(0)]))
+    out = run(
+        tmp_path,
+        config,
+        """
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        print(json.dumps({"pci": call(pynvml.nvmlDeviceGetPciInfo, h),
+                          "uuid": pynvml.nvmlDeviceGetUUID(h)}))
+        """,
+    )
+    assert out["pci"] == "NVMLError_FunctionNotFound"
+    assert out["uuid"] == gpu(0)["uuid"]
+    with pytest.raises(ValueError, match="cannot omit"):
+        build(tmp_path, omit=("nvmlDeviceGetUUID",))
+
+
+def test_gpm_metrics_between_two_samples(tmp_path: Path, fake_nvml_dir: Path) -> None:
+    config = write_state(
+        tmp_path / "state.json",
+        state([gpu(0, gpm_graphics_util=55.5, gpm_tensor_util=30.25), gpu(1)]),
+    )
+    out = run(
+        fake_nvml_dir,
+        config,
+        """
+        pynvml.nvmlInit()
+        h0, h1 = (pynvml.nvmlDeviceGetHandleByIndex(i) for i in (0, 1))
+        s1, s2 = pynvml.nvmlGpmSampleAlloc(), pynvml.nvmlGpmSampleAlloc()
+
+        def get(first, second, ids=(1, 5, 2)):
+            request = pynvml.c_nvmlGpmMetricsGet_t()
+            request.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+            request.numMetrics = len(ids)
+            request.sample1, request.sample2 = first, second
+            for slot, metric in enumerate(ids):
+                request.metrics[slot].metricId = metric
+            pynvml.nvmlGpmMetricsGet(request)
+            return [[m.nvmlReturn, m.value] for m in request.metrics[: len(ids)]]
+
+        pynvml.nvmlGpmSampleGet(h0, s1)
+        time.sleep(0.01)
+        pynvml.nvmlGpmSampleGet(h0, s2)
+        print(json.dumps({
+            "supported": [pynvml.nvmlGpmQueryDeviceSupport(h).isSupportedDevice for h in (h0, h1)],
+            "metrics": get(s1, s2),
+            "backwards": call(get, s2, s1),
+            "other_device": call(pynvml.nvmlGpmSampleGet, h1, s1),
+            "free": [pynvml.nvmlGpmSampleFree(s) for s in (s1, s2)],
+        }))
+        """,
+    )
+    assert out["supported"] == [1, 0]
+    assert out["metrics"] == [[0, 55.5], [0, 30.25], [3, 0.0]]  # id 2: NOT_SUPPORTED
+    assert out["backwards"] == "NVMLError_InvalidArgument"
+    assert out["other_device"] == "NVMLError_NotSupported"
+    assert out["free"] == [None, None]

@@ -36,6 +36,8 @@ from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
 from infermeter.gpu.poller import GpuPoller
+from infermeter.kubelet.collector import KubeletCollector
+from infermeter.kubelet.poller import PodResourcesPoller
 from infermeter.merge import Merger
 from infermeter.metrics_auth import metrics_auth
 from infermeter.net import StartupError, bind
@@ -44,7 +46,7 @@ from infermeter.proxy.model_slots import ModelSlots
 from infermeter.proxy.recorder import label_model
 from infermeter.render import Renderer, exposition
 from infermeter.runtime import FD_LIMIT_CAP, loop_factory, raise_fd_limit
-from infermeter.settings import Settings
+from infermeter.settings import DEFAULT_POD_RESOURCES_SOCKET, Settings
 from infermeter.supervisor import WorkerPool
 
 __all__ = ["FD_LIMIT_CAP", "Sidecar", "raise_fd_limit", "run"]
@@ -85,9 +87,13 @@ class Sidecar:
         self.tail: CollectorRegistry | None = None
         self.pool: WorkerPool | None = None
         self.workers = resolve_workers(settings.workers) if settings.upstream else 0
+        self.kubelet = pod_resources_poller(settings) if self.poller is not None else None
         parts: list[Part] = []
         if self.poller is not None:
-            parts.append(GpuCollector(self.poller))
+            pods = self.kubelet.attribution if self.kubelet is not None else None
+            parts.append(GpuCollector(self.poller, settings.dcgm_compat, pods))
+        if self.kubelet is not None:
+            parts.append(KubeletCollector(self.kubelet))
         parts.append(
             ProcessCollector(settings.watch_pid, settings.watch_process, children=self._pids)
         )
@@ -131,6 +137,8 @@ class Sidecar:
         listen = None
         if self.engine is not None:
             self.engine.start()
+        if self.kubelet is not None:
+            self.kubelet.start()
         try:
             if self.settings.upstream is not None:
                 listen = bind("listen", self.settings.listen)
@@ -175,6 +183,8 @@ class Sidecar:
                 self.poller.stop()
             if self.engine is not None:
                 self.engine.stop()
+            if self.kubelet is not None:
+                self.kubelet.stop()
             await self.metrics_server.stop()
         return 0
 
@@ -196,6 +206,21 @@ def make_engine_fetcher(
         max_models=settings.max_models,
         model_label=model_label,
     )
+
+
+def pod_resources_poller(settings: Settings) -> PodResourcesPoller | None:
+    """Pod attribution when a socket is configured; the default one only where the kubelet's
+    pod-resources directory exists (the socket itself may be between two kubelet restarts)."""
+    path = settings.kubelet_pod_resources
+    if path is None:
+        return None
+    if path == DEFAULT_POD_RESOURCES_SOCKET and not path.parent.is_dir():
+        log.debug(
+            "no kubelet pod-resources socket: pod attribution off", extra={"socket": str(path)}
+        )
+        return None
+    log.info("pod attribution on", extra={"socket": str(path)})
+    return PodResourcesPoller(path, settings.kubelet_pod_resources_interval)
 
 
 def run(settings: Settings) -> int:

@@ -75,6 +75,18 @@ GPU_MEMORY_UTILIZATION = _gpu(
     "gauge",
     "Fraction of the last sample period in which device memory was read or written (0-1).",
 )
+GPU_GRAPHICS_ACTIVE = _gpu(
+    "infermeter_gpu_graphics_engine_active_ratio",
+    "gauge",
+    "Fraction of the time between two polls the graphics/compute engine was busy "
+    "(NVML GPM, Hopper and later; DCGM's GR_ENGINE_ACTIVE).",
+)
+GPU_TENSOR_ACTIVE = _gpu(
+    "infermeter_gpu_tensor_active_ratio",
+    "gauge",
+    "Fraction of the time between two polls the SMs ran any tensor-core operation "
+    "(NVML GPM, Hopper and later; DCGM's PIPE_TENSOR_ACTIVE).",
+)
 GPU_MEMORY_USED = _gpu(
     "infermeter_gpu_memory_used_bytes",
     "gauge",
@@ -150,6 +162,17 @@ GPU_XID_ERRORS = _gpu(
     "counter",
     "XID critical errors reported by the driver since infermeter started, by XID code.",
     "xid",
+)
+
+# --- pod attribution (kubelet pod-resources API, DaemonSet mode) ---------------------------
+POD_LABELS = ("namespace", "pod", "container")
+GPU_POD_INFO = MetricSpec(
+    "infermeter_gpu_pod_info",
+    "gauge",
+    "Always 1: a container the kubelet assigned this GPU or MIG device to (one series per "
+    "container, also when several share the device by time slicing).",
+    ("uuid", *POD_LABELS),
+    "kubelet",
 )
 
 # --- inference traffic (the proxy) ---------------------------------------------------------

@@ -28,6 +28,7 @@ from pydantic import (
 ENV_PREFIX = "INFERMETER_"
 MAX_WORKERS = 64
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
+DEFAULT_POD_RESOURCES_SOCKET = Path("/var/lib/kubelet/pod-resources/kubelet.sock")
 
 
 class SettingsError(Exception):
@@ -229,6 +230,24 @@ class Settings(BaseModel):
         description="GPUs to export, by index or UUID (comma-separated). Empty: all. "
         "Selecting a GPU selects its MIG devices.",
     )
+    dcgm_compat: bool = Field(
+        default=False,
+        description="Also export dcgm-exporter's default GPU metrics under its names, units "
+        "and labels (DCGM_FI_DEV_*), for dashboards and alerts written for dcgm-exporter.",
+    )
+    kubelet_pod_resources: Path | None = Field(
+        default=DEFAULT_POD_RESOURCES_SOCKET,
+        description="The kubelet's pod-resources socket: GPU and MIG series gain namespace, "
+        "pod and container of the container holding the device (DaemonSet mode). The default "
+        "is used only where its directory exists; `off` disables.",
+    )
+    kubelet_pod_resources_interval: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds between the kubelet pod-resources List calls (off the scrape "
+        "path; a call's timeout is this, at most 5 s).",
+    )
     watch_pid: int | None = Field(
         default=None, gt=0, description="PID of the inference server to report process metrics for."
     )
@@ -260,7 +279,15 @@ class Settings(BaseModel):
             raise ValueError(f"URL must not have a query or fragment, got {value!r}")
         return value.rstrip("/")
 
-    @field_validator("slo_ttft", "slo_tpot", "slo_e2e", "upstream", "otlp_endpoint", mode="before")
+    @field_validator(
+        "slo_ttft",
+        "slo_tpot",
+        "slo_e2e",
+        "upstream",
+        "otlp_endpoint",
+        "kubelet_pod_resources",
+        mode="before",
+    )
     @classmethod
     def _none(cls, value: object) -> object:
         """`none` or `off` switches an optional setting off from flags and env."""

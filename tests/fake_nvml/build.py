@@ -20,12 +20,54 @@ VARIANTS: dict[str, list[str]] = {
     # A pre-535 driver: no nvmlDeviceGetMemoryInfo_v2, no nvmlDeviceGetCurrentClocksEventReasons.
     "old-driver": ["-DFAKE_NVML_OLD_DRIVER"],
 }
+# Everything a device can be asked beyond its identity (count, handle, UUID, name): each can
+# be left out of the library with ``omit``, as older drivers, vGPU guests and stubs lack them.
+OPTIONAL_SYMBOLS: tuple[str, ...] = (
+    "nvmlSystemGetDriverVersion",
+    "nvmlDeviceGetPciInfo_v3",
+    "nvmlDeviceGetMigMode",
+    "nvmlDeviceGetMaxMigDeviceCount",
+    "nvmlDeviceGetMigDeviceHandleByIndex",
+    "nvmlDeviceGetGpuInstanceId",
+    "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetMemoryInfo",
+    "nvmlDeviceGetMemoryInfo_v2",
+    "nvmlDeviceGetTemperature",
+    "nvmlDeviceGetTemperatureV",
+    "nvmlDeviceGetFieldValues",
+    "nvmlDeviceGetPowerUsage",
+    "nvmlDeviceGetEnforcedPowerLimit",
+    "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetClockInfo",
+    "nvmlDeviceGetCurrentClocksEventReasons",
+    "nvmlDeviceGetCurrentClocksThrottleReasons",
+    "nvmlDeviceGetFanSpeed",
+    "nvmlDeviceGetPcieReplayCounter",
+    "nvmlDeviceGetTotalEccErrors",
+    "nvmlDeviceGetRemappedRows",
+    "nvmlEventSetCreate",
+    "nvmlDeviceRegisterEvents",
+    "nvmlEventSetWait_v2",
+    "nvmlGpmQueryDeviceSupport",
+    "nvmlGpmSampleAlloc",
+    "nvmlGpmSampleGet",
+    "nvmlGpmMetricsGet",
+)
 CFLAGS = ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
 
 
 def _variant_stamp(library: Path) -> Path:
     """Records which variant a library was built as: both variants share one file name."""
     return library.with_name(library.name + ".variant")
+
+
+def _version_script(out_dir: Path, omit: tuple[str, ...]) -> list[str]:
+    """Linker flags that keep ``omit`` out of the dynamic symbol table (dlsym fails on them)."""
+    if not omit:
+        return []
+    script = out_dir / "omit.map"
+    script.write_text("{ global: *; local: " + " ".join(f"{s};" for s in omit) + " };\n")
+    return [f"-Wl,--version-script={script}"]
 
 
 def _up_to_date(library: Path, variant: str) -> bool:
@@ -38,17 +80,24 @@ def _up_to_date(library: Path, variant: str) -> bool:
         return False
 
 
-def build(out_dir: Path, variant: str = "current") -> Path:
+def build(out_dir: Path, variant: str = "current", omit: tuple[str, ...] = ()) -> Path:
     """Build ``out_dir/libnvidia-ml.so.1`` unless it is already current; return its path.
+
+    ``omit`` names optional symbols (OPTIONAL_SYMBOLS) to leave out of the library's
+    exports, so the bindings see them as absent exactly as on a driver that lacks them.
 
     The library is compiled to a temporary name and renamed into place, so a process that
     loads it (or a concurrent build) never sees a half-written file.
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    unknown = sorted(set(omit) - set(OPTIONAL_SYMBOLS))
+    if unknown:
+        raise ValueError(f"cannot omit {unknown}; optional symbols are {OPTIONAL_SYMBOLS}")
+    stamp_text = variant + "".join(f" -{symbol}" for symbol in omit)
     out_dir.mkdir(parents=True, exist_ok=True)
     library = out_dir / LIBRARY_NAME
-    if _up_to_date(library, variant):
+    if _up_to_date(library, stamp_text):
         return library
     _variant_stamp(library).unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{LIBRARY_NAME}.", dir=out_dir)
@@ -59,6 +108,7 @@ def build(out_dir: Path, variant: str = "current") -> Path:
             "gcc",
             *CFLAGS,
             *VARIANTS[variant],
+            *_version_script(out_dir, omit),
             f"-Wl,-soname,{LIBRARY_NAME}",
             "-o",
             str(tmp),
@@ -70,7 +120,7 @@ def build(out_dir: Path, variant: str = "current") -> Path:
         tmp.replace(library)
     finally:
         tmp.unlink(missing_ok=True)
-    _variant_stamp(library).write_text(variant, encoding="utf-8")
+    _variant_stamp(library).write_text(stamp_text, encoding="utf-8")
     return library
 
 
@@ -79,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the fake libnvidia-ml.so.1.")
     parser.add_argument("out_dir", type=Path, help="directory to write libnvidia-ml.so.1 into")
     parser.add_argument("--variant", choices=sorted(VARIANTS), default="current")
+    parser.add_argument(
+        "--omit", action="append", default=[], choices=OPTIONAL_SYMBOLS, help="leave out a symbol"
+    )
     args = parser.parse_args(argv)
-    print(build(args.out_dir, args.variant))
+    print(build(args.out_dir, args.variant, tuple(args.omit)))
     return 0
 
 

@@ -141,6 +141,13 @@ typedef struct {
 } nvmlEventData_t;
 
 typedef enum { NVML_TEMPERATURE_GPU = 0 } nvmlTemperatureSensors_t;
+
+typedef struct {
+    unsigned int version;
+    nvmlTemperatureSensors_t sensorType;
+    int temperature;
+} nvmlTemperature_v1_t;
+#define nvmlTemperature_v1 ((unsigned int)(sizeof(nvmlTemperature_v1_t) | (1U << 24U)))
 typedef enum { NVML_CLOCK_GRAPHICS = 0, NVML_CLOCK_SM = 1, NVML_CLOCK_MEM = 2 } nvmlClockType_t;
 typedef enum { NVML_MEMORY_ERROR_TYPE_CORRECTED = 0, NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 1 } nvmlMemoryErrorType_t;
 typedef enum { NVML_VOLATILE_ECC = 0, NVML_AGGREGATE_ECC = 1 } nvmlEccCounterType_t;
@@ -745,6 +752,26 @@ nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, nvmlTemperatureSensor
     return device_uint(device, FULL_GPU_ONLY, "temperature_gpu", temp);
 }
 
+#ifndef FAKE_NVML_OLD_DRIVER
+/* The versioned temperature call of r535+ drivers; same value as the legacy call. */
+nvmlReturn_t nvmlDeviceGetTemperatureV(nvmlDevice_t device, nvmlTemperature_v1_t *temperature)
+{
+    unsigned int value = 0;
+    nvmlReturn_t ret;
+
+    if (temperature == NULL)
+        return invalid_argument(device, temperature);
+    if (temperature->version != nvmlTemperature_v1)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (temperature->sensorType != NVML_TEMPERATURE_GPU)
+        return invalid_argument(device, temperature);
+    ret = device_uint(device, FULL_GPU_ONLY, "temperature_gpu", &value);
+    if (ret == NVML_SUCCESS)
+        temperature->temperature = (int)value;
+    return ret;
+}
+#endif
+
 static long long now_usec(void)
 {
     struct timeval tv;
@@ -1112,4 +1139,133 @@ nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t set, nvmlEventData_t *data, unsi
             return NVML_ERROR_TIMEOUT;
         sleep_ms(left < POLL_MS ? left : POLL_MS);
     }
+}
+
+/* ---- GPM (GPU performance monitoring, Hopper and later) ----
+ * A device supports GPM when it has "gpm_graphics_util" or "gpm_tensor_util" (percent). A
+ * sample remembers its device and when it was taken; nvmlGpmMetricsGet between two samples
+ * of one device, the second later, reports the configured percentages (the fake's GPU runs
+ * at a constant rate between samples): metric 1 (graphics util) and 5 (any tensor util);
+ * any other metric id NOT_SUPPORTED in its own nvmlReturn. */
+
+#define NVML_GPM_METRIC_GRAPHICS_UTIL 1
+#define NVML_GPM_METRIC_ANY_TENSOR_UTIL 5
+#define GPM_SAMPLE_MAGIC 0x47504d53u
+
+struct nvmlGpmSample_st {
+    unsigned int magic;
+    nvmlDevice_t device;
+    long long taken_usec;
+};
+typedef struct nvmlGpmSample_st *nvmlGpmSample_t;
+
+typedef struct {
+    char *shortName;
+    char *longName;
+    char *unit;
+} nvmlGpmMetricInfo_t;
+
+typedef struct {
+    unsigned int metricId;
+    nvmlReturn_t nvmlReturn;
+    double value;
+    nvmlGpmMetricInfo_t metricInfo;
+} nvmlGpmMetric_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int numMetrics;
+    nvmlGpmSample_t sample1;
+    nvmlGpmSample_t sample2;
+    nvmlGpmMetric_t metrics[];
+} nvmlGpmMetricsGet_t;
+
+typedef struct {
+    unsigned int version;
+    unsigned int isSupportedDevice;
+} nvmlGpmSupport_t;
+
+static int gpm_supported(nvmlDevice_t device)
+{
+    return cJSON_IsNumber(item(device->json, "gpm_graphics_util")) ||
+           cJSON_IsNumber(item(device->json, "gpm_tensor_util"));
+}
+
+nvmlReturn_t nvmlGpmQueryDeviceSupport(nvmlDevice_t device, nvmlGpmSupport_t *support)
+{
+    nvmlReturn_t ret = enter_device(device, FULL_GPU_ONLY, support);
+
+    if (ret == NVML_SUCCESS && support->version != 1)
+        ret = NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (ret == NVML_SUCCESS)
+        support->isSupportedDevice = gpm_supported(device) ? 1 : 0;
+    return leave(ret);
+}
+
+nvmlReturn_t nvmlGpmSampleAlloc(nvmlGpmSample_t *sample)
+{
+    if (sample == NULL)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    *sample = calloc(1, sizeof(**sample));
+    if (*sample == NULL)
+        return NVML_ERROR_UNKNOWN;
+    (*sample)->magic = GPM_SAMPLE_MAGIC;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmSampleFree(nvmlGpmSample_t sample)
+{
+    if (sample == NULL || sample->magic != GPM_SAMPLE_MAGIC)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    sample->magic = 0;
+    free(sample);
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlGpmSampleGet(nvmlDevice_t device, nvmlGpmSample_t sample)
+{
+    nvmlReturn_t ret = enter_device(device, FULL_GPU_ONLY, sample);
+
+    if (ret == NVML_SUCCESS && sample->magic != GPM_SAMPLE_MAGIC)
+        ret = NVML_ERROR_INVALID_ARGUMENT;
+    if (ret == NVML_SUCCESS && !gpm_supported(device))
+        ret = NVML_ERROR_NOT_SUPPORTED;
+    if (ret == NVML_SUCCESS) {
+        sample->device = device;
+        sample->taken_usec = now_usec();
+    }
+    return leave(ret);
+}
+
+nvmlReturn_t nvmlGpmMetricsGet(nvmlGpmMetricsGet_t *get)
+{
+    static char graphics[] = "gr_util", tensor[] = "any_tensor_util", percent[] = "%";
+    unsigned int i;
+    nvmlReturn_t ret;
+
+    if (get == NULL || get->sample1 == NULL || get->sample2 == NULL ||
+        get->sample1->magic != GPM_SAMPLE_MAGIC || get->sample2->magic != GPM_SAMPLE_MAGIC)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    if (get->version != 1)
+        return NVML_ERROR_ARGUMENT_VERSION_MISMATCH;
+    if (get->sample1->device == NULL || get->sample1->device != get->sample2->device ||
+        get->sample2->taken_usec <= get->sample1->taken_usec)
+        return NVML_ERROR_INVALID_ARGUMENT;
+    ret = enter_device(get->sample1->device, FULL_GPU_ONLY, get);
+    for (i = 0; ret == NVML_SUCCESS && i < get->numMetrics; i++) {
+        nvmlGpmMetric_t *metric = &get->metrics[i];
+        const char *key = metric->metricId == NVML_GPM_METRIC_GRAPHICS_UTIL     ? "gpm_graphics_util"
+                          : metric->metricId == NVML_GPM_METRIC_ANY_TENSOR_UTIL ? "gpm_tensor_util"
+                                                                                : "";
+        const cJSON *value = item(get->sample1->device->json, key);
+
+        metric->value = 0;
+        metric->nvmlReturn = cJSON_IsNumber(value) ? NVML_SUCCESS : NVML_ERROR_NOT_SUPPORTED;
+        if (metric->nvmlReturn == NVML_SUCCESS)
+            metric->value = value->valuedouble;
+        metric->metricInfo.shortName = metric->metricId == NVML_GPM_METRIC_GRAPHICS_UTIL ? graphics : tensor;
+        metric->metricInfo.longName = metric->metricInfo.shortName;
+        metric->metricInfo.unit = percent;
+    }
+    return leave(ret);
 }

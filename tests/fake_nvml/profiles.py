@@ -32,6 +32,8 @@ def gpu(index: int, **overrides: Any) -> dict[str, Any]:
         "clock_mem_mhz": 2619,
         "clocks_event_reasons": 0x004 if index == 1 else 0x001,
         "fan_speed": 30,
+        "gpm_graphics_util": 12.5 * (1 + index),  # percent
+        "gpm_tensor_util": 6.25 * (1 + index),
         "pcie_replay": index,
         "ecc_corrected_volatile": 2 * index,
         "ecc_uncorrected_volatile": 0,

@@ -266,6 +266,60 @@ def test_daemonset_has_no_proxy() -> None:
     assert [p["name"] for p in service["spec"]["ports"]] == ["metrics"]
 
 
+def test_daemonset_attributes_gpus_to_pods_through_a_read_only_mount() -> None:
+    manifests = render(CHART / "ci" / "daemonset-attribution-values.yaml", monitoring=True)
+    spec = pod_spec(manifests)
+    container = infermeter_container(spec)
+    volume = next(v for v in spec["volumes"] if v["name"] == "pod-resources")
+    assert volume["hostPath"] == {"path": "/var/lib/kubelet/pod-resources", "type": "Directory"}
+    assert container["volumeMounts"] == [
+        {"name": "pod-resources", "mountPath": "/var/lib/kubelet/pod-resources", "readOnly": True}
+    ]
+    args = container["args"]
+    assert flag(args, "kubelet-pod-resources") == "/var/lib/kubelet/pod-resources/kubelet.sock"
+    assert flag(args, "kubelet-pod-resources-interval") == "10"
+    assert "--dcgm-compat" in args
+    node_name = {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    assert node_name in container["env"]
+    # the socket is root's (0755): UID 0, but nothing else a root container could have
+    security = container["securityContext"]
+    assert security["runAsUser"] == 0
+    assert security["runAsNonRoot"] is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in security
+    assert one(manifests, "PodMonitor")["spec"]["podMetricsEndpoints"][0]["honorLabels"] is True
+
+
+@pytest.mark.parametrize(
+    ("values", "sets"),
+    [
+        (CHART / "ci" / "daemonset-values.yaml", ()),
+        (None, ("podAttribution.enabled=true",)),  # mode sidecar: never mounts the host
+        (
+            CHART / "ci" / "daemonset-values.yaml",
+            ("sidecar.gpu.metrics=false", "podAttribution.enabled=true"),
+        ),
+    ],
+    ids=["daemonset-default", "sidecar", "no-gpu-metrics"],
+)
+def test_no_host_mount_and_no_root_without_pod_attribution(
+    values: Path | None, sets: tuple[str, ...]
+) -> None:
+    spec = pod_spec(render(values, sets))
+    container = infermeter_container(spec)
+    assert "pod-resources" not in {v["name"] for v in spec.get("volumes", [])}
+    assert "volumeMounts" not in container or all(
+        m["name"] != "pod-resources" for m in container["volumeMounts"]
+    )
+    assert container["securityContext"]["runAsNonRoot"] is True
+    # the sidecar's pod has no kubelet socket, so the default finds none; the DaemonSet says off
+    off = "off" if spec.get("nodeSelector") else None
+    assert flag(container["args"], "kubelet-pod-resources") == off
+    assert "--dcgm-compat" not in container["args"]
+
+
 def test_mode_none_renders_no_workload() -> None:
     kinds = {m["kind"] for m in render(CHART / "ci" / "none-values.yaml", monitoring=True)}
     assert kinds == {"PodMonitor", "PrometheusRule", "ConfigMap"}

@@ -74,6 +74,9 @@ def localise(container: dict[str, Any], upstream_in_pod: str | None, upstream: s
         argv.append(arg)
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERMETER_")}
     for item in container.get("env", []):
+        if item.get("valueFrom") == {"fieldRef": {"fieldPath": "spec.nodeName"}}:
+            env[item["name"]] = "node-under-test"  # what the kubelet puts there
+            continue
         assert "value" in item, f"env {item['name']} needs the cluster (valueFrom)"
         env[item["name"]] = item["value"]
     # No NVIDIA driver on this machine: the sidecar must run without NVML (infermeter_nvml_up 0).

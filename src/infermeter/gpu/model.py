@@ -14,10 +14,21 @@ class DeviceIdentity:
     name: str = ""
     pci_bus_id: str = ""
     parent_uuid: str = ""
+    gpu_instance_id: str = ""  # MIG only
+    mig_profile: str = ""  # MIG only, e.g. "1g.10gb"
 
     @property
     def labels(self) -> tuple[str, str]:
         return (str(self.index), self.uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    """The container that holds a device, from the kubelet's pod-resources API."""
+
+    namespace: str
+    pod: str
+    container: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ dropped on its own (NotSupported / FunctionNotFound) while the rest keep being r
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 from collections.abc import Callable, Iterator
@@ -79,8 +80,18 @@ def shutdown() -> None:
     pynvml.nvmlShutdown()
 
 
+def optional(read: Callable[[], str]) -> str:
+    """A label value that a driver may lack: empty when NVML cannot say, never an error."""
+    try:
+        return read()
+    except NVMLError as error:
+        if classify(error) is not Failure.NOT_SUPPORTED:
+            raise
+        return ""
+
+
 def driver_version() -> str:
-    return str(pynvml.nvmlSystemGetDriverVersion())
+    return optional(lambda: str(pynvml.nvmlSystemGetDriverVersion()))
 
 
 def bindings_version() -> str:
@@ -105,14 +116,18 @@ def handle_key(handle: Handle) -> int:
     return int(ctypes.cast(handle, ctypes.c_void_p).value or 0)
 
 
+def _pci_bus_id(handle: Handle) -> str:
+    bus_id = pynvml.nvmlDeviceGetPciInfo(handle).busId
+    return bus_id.decode() if isinstance(bus_id, bytes) else str(bus_id)
+
+
 def gpu_identity(index: int, handle: Handle) -> DeviceIdentity:
-    pci = pynvml.nvmlDeviceGetPciInfo(handle)
-    bus_id = pci.busId.decode() if isinstance(pci.busId, bytes) else str(pci.busId)
+    """Handle, UUID and name are all a GPU needs; the PCI bus id is a label it may lack."""
     return DeviceIdentity(
         index=index,
         uuid=str(pynvml.nvmlDeviceGetUUID(handle)),
         name=str(pynvml.nvmlDeviceGetName(handle)),
-        pci_bus_id=bus_id,
+        pci_bus_id=optional(lambda: _pci_bus_id(handle)),
     )
 
 
@@ -136,13 +151,22 @@ def mig_handles(handle: Handle) -> Iterator[Handle]:
 
 
 def mig_identity(parent: DeviceIdentity, handle: Handle) -> DeviceIdentity:
+    name = str(pynvml.nvmlDeviceGetName(handle))
     return DeviceIdentity(
         index=parent.index,
         uuid=str(pynvml.nvmlDeviceGetUUID(handle)),
-        name=str(pynvml.nvmlDeviceGetName(handle)),
+        name=name,
         pci_bus_id=parent.pci_bus_id,
         parent_uuid=parent.uuid,
+        gpu_instance_id=optional(lambda: str(pynvml.nvmlDeviceGetGpuInstanceId(handle))),
+        mig_profile=mig_profile(name),
     )
+
+
+def mig_profile(name: str) -> str:
+    """The profile ("1g.10gb") from a MIG device name ("NVIDIA H100 80GB HBM3 MIG 1g.10gb")."""
+    head, sep, profile = name.rpartition(" MIG ")
+    return profile.strip() if sep and head else ""
 
 
 def uuid_of(handle: Handle) -> str:
@@ -159,6 +183,13 @@ def _utilization(handle: Handle) -> list[Reading]:
         Reading(m.GPU_UTILIZATION, rates.gpu / 100.0),
         Reading(m.GPU_MEMORY_UTILIZATION, rates.memory / 100.0),
     ]
+
+
+# A newer call the driver lacks (or whose struct version it does not know): use the older one.
+_NEWER_API_MISSING = {
+    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
+    pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH,
+}
 
 
 class _Memory:
@@ -190,9 +221,25 @@ class _Memory:
         ]
 
 
-def _temperature(handle: Handle) -> list[Reading]:
-    value = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
-    return [Reading(m.GPU_TEMPERATURE, float(value))]
+class _Temperature:
+    """`nvmlDeviceGetTemperatureV` since r535 (the legacy call is deprecated); older drivers
+    only have `nvmlDeviceGetTemperature`."""
+
+    def __init__(self) -> None:
+        self.versioned = True
+
+    def __call__(self, handle: Handle) -> list[Reading]:
+        if self.versioned:
+            try:
+                value = pynvml.nvmlDeviceGetTemperatureV(handle, pynvml.NVML_TEMPERATURE_GPU)
+            except NVMLError as error:
+                if error.value not in _NEWER_API_MISSING:
+                    raise
+                self.versioned = False
+            else:
+                return [Reading(m.GPU_TEMPERATURE, float(value))]
+        value = pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
+        return [Reading(m.GPU_TEMPERATURE, float(value))]
 
 
 _FIELD_VALUE_MEMBERS = {
@@ -303,12 +350,64 @@ def _remapped_rows(handle: Handle) -> list[Reading]:
     ]
 
 
+class _Gpm:
+    """Engine activity from GPU performance monitoring (Hopper and later): the graphics/compute
+    engine and the tensor pipes, as fractions of the time between two polls. DCGM's profiling
+    fields (GR_ENGINE_ACTIVE, PIPE_TENSOR_ACTIVE) are these counters; utilization (above) is
+    NVML's coarser "a kernel ran" figure. The first poll only takes a sample."""
+
+    # NVML_GPM_METRIC_GRAPHICS_UTIL, NVML_GPM_METRIC_ANY_TENSOR_UTIL (percent)
+    METRICS = ((1, m.GPU_GRAPHICS_ACTIVE), (5, m.GPU_TENSOR_ACTIVE))
+
+    def __init__(self) -> None:
+        self.samples: list[Any] = []  # [previous, current], allocated on the first call
+
+    def __call__(self, handle: Handle) -> list[Reading]:
+        if not self.samples:
+            if not hasattr(pynvml, "c_nvmlGpmMetricsGet_t"):  # bindings older than GPM
+                raise NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+            if not pynvml.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice:
+                raise NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+            self.samples = [pynvml.nvmlGpmSampleAlloc(), pynvml.nvmlGpmSampleAlloc()]
+            pynvml.nvmlGpmSampleGet(handle, self.samples[1])
+            return []
+        previous, current = self.samples[1], self.samples[0]
+        pynvml.nvmlGpmSampleGet(handle, current)
+        self.samples = [previous, current]
+        request = pynvml.c_nvmlGpmMetricsGet_t()
+        request.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+        request.numMetrics = len(self.METRICS)
+        request.sample1, request.sample2 = previous, current
+        for slot, (metric_id, _spec) in enumerate(self.METRICS):
+            request.metrics[slot].metricId = metric_id
+        pynvml.nvmlGpmMetricsGet(request)
+        return [
+            Reading(spec, request.metrics[slot].value / 100.0)
+            for slot, (_id, spec) in enumerate(self.METRICS)
+            if request.metrics[slot].nvmlReturn == pynvml.NVML_SUCCESS
+        ]
+
+    def close(self) -> None:
+        """Free the two samples (NVML allocates them); called before NVML shuts down."""
+        for sample in self.samples:
+            with contextlib.suppress(NVMLError):
+                pynvml.nvmlGpmSampleFree(sample)
+        self.samples = []
+
+
+def close_probes(probes: list[Probe]) -> None:
+    for probe in probes:
+        close = getattr(probe, "close", None)
+        if close is not None:
+            close()
+
+
 def make_probes() -> list[Probe]:
     """Fresh probes for one device (some remember which API generation works)."""
     return [
         _utilization,
         _Memory(),
-        _temperature,
+        _Temperature(),
         _memory_temperature,
         _power,
         _power_limit,
@@ -321,6 +420,7 @@ def make_probes() -> list[Probe]:
         _pcie_replays,
         _ecc,
         _remapped_rows,
+        _Gpm(),
     ]
 
 

@@ -204,9 +204,15 @@ class GpuPoller:
                 failure = nvml.classify(error)
                 if failure is nvml.Failure.NOT_SUPPORTED:
                     device.probes.remove(probe)
-                    log.debug(
+                    nvml.close_probes([probe])
+                    log.info(
                         "GPU field not supported: no longer read",
-                        extra={"gpu": device.index, "field": _probe_name(probe)},
+                        extra={
+                            "gpu": device.index,
+                            "uuid": device.identity.uuid if device.identity else "",
+                            "field": _probe_name(probe),
+                            "reason": nvml.describe(error),
+                        },
                     )
                 elif failure is nvml.Failure.GPU_LOST:
                     return False, ()
@@ -242,6 +248,8 @@ class GpuPoller:
         if self._xid is not None:
             self._xid.stop()
             self._xid = None
+        for device in self._devices:
+            nvml.close_probes(device.probes)
         if self._nvml_up:
             with contextlib.suppress(nvml.NVMLError):
                 nvml.shutdown()
@@ -250,4 +258,4 @@ class GpuPoller:
 
 
 def _probe_name(probe: nvml.Probe) -> str:
-    return getattr(probe, "__name__", type(probe).__name__).strip("_")
+    return getattr(probe, "__name__", type(probe).__name__.strip("_").lower())

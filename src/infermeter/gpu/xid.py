@@ -24,14 +24,21 @@ class XidCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._last: dict[str, int] = {}
 
     def add(self, identity: DeviceIdentity, xid: int) -> None:
         with self._lock:
             self._counts[(str(identity.index), identity.uuid, str(xid))] += 1
+            self._last[identity.uuid] = xid
 
     def copy(self) -> dict[tuple[str, str, str], int]:
         with self._lock:
             return dict(self._counts)
+
+    def last(self) -> dict[str, int]:
+        """The latest XID by GPU UUID (what dcgm-exporter's DCGM_FI_DEV_XID_ERRORS shows)."""
+        with self._lock:
+            return dict(self._last)
 
 
 class XidWatcher:
@@ -83,6 +90,9 @@ class XidWatcher:
                 if failure is nvml.Failure.NVML_DOWN:
                     log.warning("XID event wait stopped", extra={"reason": nvml.describe(error)})
                     return
+                if failure is nvml.Failure.NOT_SUPPORTED:
+                    log.info("XID events unavailable", extra={"reason": nvml.describe(error)})
+                    break
                 self._stop.wait(1.0)  # a lost GPU can make waits fail; keep listening
                 continue
             if event is None:

@@ -79,6 +79,11 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- end }}
 {{- end }}
 
+{{/* Non-empty when the DaemonSet asks the kubelet which pod holds which GPU. */}}
+{{- define "infermeter.podAttribution" -}}
+{{- if and (eq .Values.mode "daemonset") .Values.podAttribution.enabled .Values.sidecar.gpu.metrics }}true{{ end }}
+{{- end }}
+
 {{/* `infermeter serve` flags. */}}
 {{- define "infermeter.args" -}}
 - serve
@@ -96,8 +101,17 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- with .Values.sidecar.gpu.ids }}
 - --gpus={{ join "," . }}
 {{- end }}
+{{- if .Values.sidecar.gpu.dcgmCompat }}
+- --dcgm-compat
+{{- end }}
 {{- else }}
 - --no-gpu-metrics
+{{- end }}
+{{- if include "infermeter.podAttribution" . }}
+- --kubelet-pod-resources={{ .Values.podAttribution.hostPath }}/kubelet.sock
+- --kubelet-pod-resources-interval={{ .Values.podAttribution.interval }}
+{{- else if eq .Values.mode "daemonset" }}
+- --kubelet-pod-resources=off
 {{- end }}
 {{- if and .Values.sidecar.watchProcess (ne .Values.mode "daemonset") }}
 - --watch-process={{ .Values.sidecar.watchProcess }}
@@ -126,11 +140,18 @@ It never requests nvidia.com/gpu.
   {{- end }}
   args:
     {{- include "infermeter.args" . | nindent 4 }}
-  {{- if or .Values.sidecar.gpu.visibleDevices .Values.sidecar.env }}
+  {{- if or .Values.sidecar.gpu.visibleDevices .Values.sidecar.env (eq .Values.mode "daemonset") }}
   env:
     {{- with .Values.sidecar.gpu.visibleDevices }}
     - name: NVIDIA_VISIBLE_DEVICES
       value: {{ . | quote }}
+    {{- end }}
+    {{- if eq .Values.mode "daemonset" }}
+    # the node's name: the Hostname label of --dcgm-compat, as dcgm-exporter sets it
+    - name: NODE_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: spec.nodeName
     {{- end }}
     {{- with .Values.sidecar.env }}
     {{- toYaml . | nindent 4 }}
@@ -170,10 +191,26 @@ It never requests nvidia.com/gpu.
   resources:
     {{- toYaml .Values.sidecar.resources | nindent 4 }}
   securityContext:
+    {{- if include "infermeter.podAttribution" . }}
+    {{- /* The kubelet's socket is root's, mode 0755 (srwxr-xr-x): only UID 0 may connect. */}}
+    {{- $security := deepCopy .Values.sidecar.securityContext }}
+    {{- $_ := set $security "runAsNonRoot" false }}
+    {{- $_ = set $security "runAsUser" 0 }}
+    {{- $_ = set $security "runAsGroup" 0 }}
+    {{- toYaml $security | nindent 4 }}
+    {{- else }}
     {{- toYaml .Values.sidecar.securityContext | nindent 4 }}
-  {{- with .Values.sidecar.extraVolumeMounts }}
+    {{- end }}
+  {{- if or .Values.sidecar.extraVolumeMounts (include "infermeter.podAttribution" .) }}
   volumeMounts:
+    {{- if include "infermeter.podAttribution" . }}
+    - name: pod-resources
+      mountPath: {{ .Values.podAttribution.hostPath }}
+      readOnly: true
+    {{- end }}
+    {{- with .Values.sidecar.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
+    {{- end }}
   {{- end }}
 {{- end }}
 
