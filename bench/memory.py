@@ -13,9 +13,9 @@ import asyncio
 import time
 
 import httpx
-import psutil
 
 from bench.loadgen import request_bytes
+from bench.tree import tree_rss
 
 HELD_TTFT = 600.0  # the upstream's first token: far later than any measurement
 
@@ -23,8 +23,7 @@ HELD_TTFT = 600.0  # the upstream's first token: far later than any measurement
 async def rss_with_open_streams(
     proxy_port: int, pid: int, upstream: str, streams: int, wait: float = 60.0
 ) -> dict[str, float | int]:
-    process = psutil.Process(pid)
-    idle = process.memory_info().rss
+    idle = tree_rss(pid)  # the supervisor and its workers
     request = request_bytes(HELD_TTFT, 0.01, 2)
     connections = []
     opened = time.monotonic()
@@ -42,7 +41,7 @@ async def rss_with_open_streams(
                 break
             await asyncio.sleep(0.05)
         settled = time.monotonic() - opened
-        loaded = process.memory_info().rss
+        loaded = tree_rss(pid)
         for _, writer in connections:
             writer.close()
         # let the cancellations reach the upstream before the next section uses it

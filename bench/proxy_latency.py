@@ -24,6 +24,7 @@ from tests.sidecar import demo_upstream, run_sidecar
 
 from bench import nginx
 from bench.loadgen import Sample, percentile, request_bytes, run_load
+from bench.tree import tree_cpu
 
 RESULTS = Path(__file__).parent / "results"
 # 20 ms per token (50 tokens/s, a typical decode rate): 512 streams are then 25,600 events/s,
@@ -71,7 +72,8 @@ def figures(direct: Sample, path: Sample, cpu_seconds: float | None) -> dict[str
 
 
 def cpu(pid: int | None) -> float:
-    return 0.0 if pid is None else sum(psutil.Process(pid).cpu_times()[:2])
+    """The proxy's CPU seconds: the sidecar's supervisor and workers, nginx's worker."""
+    return 0.0 if pid is None else tree_cpu(pid)
 
 
 async def measure(

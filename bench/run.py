@@ -12,7 +12,10 @@ the sidecar are their own processes. Sections, each in `bench.json` under its na
 - memory: sidecar RSS fresh, idle after load, and with 1,000 streams open.
 - accuracy: |sidecar TTFT - client TTFT| per request, matched by trace id.
 - scrape: /metrics with 8 GPUs (no models, the exporter alone), then with 8 GPUs and 64
-  models: render time, and per-event delay and loop lag of live streams during scrapes.
+  models: render time, and per-event delay, loop lag and the sidecar's own ITL outliers of
+  live streams during scrapes.
+- workers: RSS of supervisor + workers; the sustained search with the proxy pinned to one
+  core (infermeter, then nginx, in their turn), and with --workers 2 on shared cores.
 
 `--smoke` runs every section tiny (seconds), for `make test`; every size can be overridden.
 """
@@ -38,9 +41,10 @@ from tests.fake_nvml.build import build
 from tests.otlp_receiver import otlp_receiver
 from tests.sidecar import demo_upstream, run_sidecar
 
-from bench import accuracy, memory, nginx, plot, scrape, scrape_load
+from bench import accuracy, memory, nginx, plot, scrape, scrape_load, workers
 from bench.loadgen import Sample, percentile, request_bytes, run_load, run_open_loop
 from bench.proxy_latency import ITL, TOKENS, TTFT, measure
+from bench.tree import tree_rss
 
 RESULTS = Path(__file__).parent / "results"
 EVENT_TARGET_MS = 5.0
@@ -68,6 +72,7 @@ FULL: dict[str, Any] = {
     "gpus": 8,
     "scrape_seconds": 8.0,
     "scrape_every": 0.0,
+    "workers": 1,
 }
 SMOKE: dict[str, Any] = {
     "levels": [1, 4],
@@ -89,6 +94,7 @@ SMOKE: dict[str, Any] = {
     "gpus": 1,
     "scrape_seconds": 0.3,
     "scrape_every": 0.0,
+    "workers": 1,
 }
 
 
@@ -311,6 +317,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, dict[
         ("gpus", int, "fake GPUs while scraping with models"),
         ("scrape_seconds", float, "live streams per phase, quiet and scraped"),
         ("scrape_every", float, "seconds between scrapes in the scraped phase; 0: back to back"),
+        ("workers", int, "infermeter --workers for the latency, open-loop and scrape sections"),
     ]
     for name, kind, text in sizes:
         parser.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
@@ -346,8 +353,12 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
         upstream = stack.enter_context(demo_upstream(work))
-        sidecar = stack.enter_context(run_sidecar(work, "--no-gpu-metrics", upstream=upstream))
-        fresh_rss = psutil.Process(sidecar.proc.pid).memory_info().rss
+        sidecar = stack.enter_context(
+            run_sidecar(
+                work, "--no-gpu-metrics", "--workers", str(size["workers"]), upstream=upstream
+            )
+        )
+        fresh_rss = tree_rss(sidecar.proc.pid)
         paths: Paths = {"direct": (int(upstream.rsplit(":", 1)[1]), None)}
         if nginx.available():
             url, worker = stack.enter_context(nginx.nginx_proxy(upstream))
@@ -399,6 +410,21 @@ def main(argv: list[str] | None = None) -> None:
         result["accuracy"] = timed(
             "accuracy", lambda: accuracy_section(work, upstream, size["accuracy_requests"])
         )
+        stack.close()  # the main sidecar and nginx leave before the workers section starts
+    with tempfile.TemporaryDirectory() as tmp, demo_upstream(Path(tmp)) as upstream:
+        result["workers"] = timed(
+            "workers",
+            lambda: workers.run(
+                Path(tmp),
+                upstream,
+                upstream_pid(upstream),
+                sustained,
+                size["sustained"],
+                size["sustained_tries"],
+                size["sustained_per_stream"],
+                size["sustained_tokens"],
+            ),
+        )
     with tempfile.TemporaryDirectory() as tmp:
         lib = build(Path(tmp))
         result["scrape"] = {
@@ -412,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
                     size["scrape_every"],
                     size["scrape_seconds"],
                     lib=lib,
+                    workers=size["workers"],
                 ),
             ),
         }

@@ -24,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from tests.fake_nvml import profiles
 from tests.fake_nvml.build import build
-from tests.sidecar import Sidecar, demo_upstream, run_sidecar
+from tests.sidecar import Sidecar, demo_upstream, run_sidecar, wait_for
 
 from bench.loadgen import percentile, run_load
 
@@ -56,10 +57,39 @@ def model_request(model: str, ttft: float, itl: float, tokens: int) -> bytes:
     return head.encode() + body
 
 
+def buckets(sidecar: Sidecar, name: str, **labels: str) -> dict[float, float]:
+    """A histogram's cumulative buckets, summed over its series that carry `labels` (the
+    workers' loop-lag series; one model's ITL series)."""
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(sidecar.metrics(name + "_bucket")):
+        for sample in family.samples:
+            if sample.name != name + "_bucket":
+                continue
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            le = float(sample.labels["le"])
+            out[le] = out.get(le, 0.0) + sample.value
+    return out
+
+
 def lag_buckets(sidecar: Sidecar) -> dict[float, float]:
-    text = sidecar.metrics("infermeter_event_loop_lag_seconds_bucket")
-    pattern = r'infermeter_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\S+)'
-    return {float(m[1]): float(m[2]) for m in re.finditer(pattern, text)}
+    return buckets(sidecar, "infermeter_event_loop_lag_seconds")
+
+
+def itl_moved(
+    before: dict[float, float], after: dict[float, float], bound: float
+) -> dict[str, float]:
+    """Share of the sidecar's ITL observations of the phase above `bound` (the true gap plus
+    10 ms): what a stall of the sidecar writes into the histogram the alerts read."""
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
+    if total <= 0:
+        return {"observations": 0}
+    within = after.get(bound, 0.0) - before.get(bound, 0.0)
+    return {
+        "observations": total,
+        "bound_ms": round(bound * 1000, 3),
+        "share_above": round((total - within) / total, 5),
+    }
 
 
 def lag_summary(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
@@ -68,9 +98,10 @@ def lag_summary(before: dict[float, float], after: dict[float, float]) -> dict[s
     p99 as Prometheus's histogram_quantile would estimate it from the bucket deltas (linear
     within the bucket), and the upper bound of the bucket it falls in; -1: above every bound.
     """
-    total = after[float("inf")] - before[float("inf")]
+    total = after.get(float("inf"), 0.0) - before.get(float("inf"), 0.0)
     if total <= 0:
         return {"probes": 0}
+    before = {le: before.get(le, 0.0) for le in after}  # none handed over yet: zeros
     bounds = sorted(after)
     rank = 0.99 * total
     lower, below, p99, p99_le = 0.0, 0.0, -1.0, -1.0
@@ -123,6 +154,7 @@ def run(
     seconds: float,
     streams: int = 16,
     lib: Path | None = None,
+    workers: int = 1,
 ) -> dict[str, object]:
     """Render times, then `streams` live streams for `seconds` quiet and `seconds` while
     another process scrapes every `every` s (0: back to back, a burst)."""
@@ -133,7 +165,14 @@ def run(
         profiles.write(state, profiles.state([profiles.gpu(i) for i in range(gpus)]))
         with (
             demo_upstream(work) as upstream,
-            run_sidecar(work, lib_dir=lib.parent, nvml_state=state, upstream=upstream) as sc,
+            run_sidecar(
+                work,
+                "--workers",
+                str(workers),
+                lib_dir=lib.parent,
+                nvml_state=state,
+                upstream=upstream,
+            ) as sc,  # fmt: skip
         ):
             sc.wait_metric("infermeter_gpu_up", 1.0, gpu=str(gpus - 1))
             port = int(str(sc.proxy_url).rsplit(":", 1)[1])
@@ -147,7 +186,12 @@ def run(
                 )
 
             asyncio.run(warm())
-            text = sc.metrics()
+
+            def handed_over() -> str | None:  # the workers hand over every 0.25 s
+                text = sc.metrics()
+                return text if len(set(re.findall(r'model="(m\d+)"', text))) >= models else None
+
+            text = wait_for(handed_over, what="every model's series")
             samples = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
             seen = len(set(re.findall(r'model="(m\d+)"', text)))
             render = {
@@ -169,6 +213,7 @@ def run(
         "streams": streams,
         "streams_during_scrapes": phases,
         "scrape_every_s": every,
+        "workers": workers,
     }
 
 
@@ -194,11 +239,13 @@ def live_streams(
                 if scraper.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the scraper process never finished a scrape")
                 time.sleep(0.01)
-        before = lag_buckets(sc)
+        itl_name = "infermeter_inter_token_latency_seconds"
+        before, itl_before = lag_buckets(sc), buckets(sc, itl_name, model="m00")
         sample = asyncio.run(
             run_load("127.0.0.1", port, streams, per_stream, request, duration / streams)
         )
-        after = lag_buckets(sc)
+        time.sleep(0.6)  # the workers hand over every 0.25 s
+        after, itl_after = lag_buckets(sc), buckets(sc, itl_name, model="m00")
         scrape_ms: list[float] = []
         if scraper is not None:
             scraper.terminate()
@@ -215,6 +262,7 @@ def live_streams(
         "event_delay_max_ms": round(max(sample.delays, default=float("nan")) * 1000, 3),
         "scrapes": len(scrape_ms),
         "loop_lag": lag_summary(before, after),
+        "sidecar_itl": itl_moved(itl_before, itl_after, itl + 0.01),
     }
     if scrape_ms:
         row["scrape_ms_median"] = round(statistics.median(scrape_ms), 1)

@@ -38,7 +38,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Pat
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=170,
+        timeout=240,
     )
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads((out / "bench.json").read_text()), out
@@ -72,7 +72,7 @@ def check_proxy(result: dict[str, Any], path: str) -> None:
             assert finite(rate[path][f"added_event_delay_{q}_ms"])
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(260)
 def test_direct_and_infermeter_paths_and_every_section_report(
     bench: tuple[dict[str, Any], Path],
 ) -> None:
@@ -110,6 +110,20 @@ def test_direct_and_infermeter_paths_and_every_section_report(
     for phase in phases.values():
         assert phase["loop_lag"]["probes"] > 0
         assert finite(phase["loop_lag"]["p99_ms"])
+        assert phase["sidecar_itl"]["observations"] > 0
+        assert 0 <= phase["sidecar_itl"]["share_above"] <= 1
+
+    rss = result["workers"]["rss"]
+    assert len(rss["1"]["workers_mb"]) == 1
+    assert len(rss["2"]["workers_mb"]) == 2
+    assert rss["1"]["supervisor_mb"] > 0
+    assert finite(rss["extra_worker_mb"])
+    for run in ("pinned", "shared_two_workers"):
+        searched = result["workers"][run]
+        if "skipped" in searched:
+            continue
+        assert searched["infermeter"]["steps"], run
+        assert searched["infermeter"]["max_streams"] in (0, *SMOKE["sustained"])
 
     assert set(result["section_seconds"]) >= {
         "latency",
@@ -119,11 +133,12 @@ def test_direct_and_infermeter_paths_and_every_section_report(
         "accuracy",
         "scrape",
         "scrape_load",
+        "workers",
     }
     assert (out / "latency_vs_concurrency.png").stat().st_size > 10_000
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(260)
 def test_nginx_path_reports(bench: tuple[dict[str, Any], Path]) -> None:
     if not nginx.available():
         pytest.skip("nginx is not installed (apt-get install nginx): its path was not run")
