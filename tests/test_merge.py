@@ -145,3 +145,23 @@ def test_store_view_reads_like_a_registry() -> None:
     view = StoreView(store)
     assert view.get_sample_value(m.REQUESTS.name, {"model": "m", "api": "x", "code": "200"}) == 2.0
     assert view.get_sample_value(m.REQUESTS.name, {"model": "z", "api": "x", "code": "200"}) is None
+
+
+def test_a_cached_merge_follows_every_update_and_retirement() -> None:
+    merger = Merger()
+    stores = [_worker(), _worker(), _worker()]
+    merger.declare(stores[0].declarations())
+    key = (m.REQUESTS.name, ("m", "x", "200"))
+    for round_ in range(1, 4):
+        for source, store in enumerate(stores):
+            store.live(m.REQUESTS).labels("m", "x", "200").inc()
+            merger.update(source, store.take_copy())
+            expected = 3 * (round_ - 1) + source + 1
+            assert merger.value(*key) == float(expected)
+            assert merger.value(*key) == float(expected)  # served from the cache
+    merger.retire(1)
+    assert merger.value(*key) == 9.0  # the retired worker's 3 are kept
+    stores[1] = _worker()
+    stores[1].live(m.REQUESTS).labels("m", "x", "200").inc()
+    merger.update(7, stores[1].take_copy())
+    assert merger.value(*key) == 10.0

@@ -59,6 +59,9 @@ class Merger:
         self.series: dict[str, dict[Labels, None]] = {}
         self._sources: dict[int, dict[SeriesKey, Payload]] = {}
         self._retired: dict[SeriesKey, Payload] = {}
+        #: Merged payloads of series no source has changed since they were merged: a scrape
+        #: re-merges only what changed (with many workers, merging is most of a render).
+        self._merged: dict[SeriesKey, Payload | None] = {}
 
     def declare(self, decls: Iterable[FamilyDecl]) -> None:
         for decl in decls:
@@ -74,12 +77,15 @@ class Merger:
                 continue
             labels = tuple(labels)
             known[labels] = None
-            state[(name, labels)] = payload
+            key = (name, labels)
+            state[key] = payload
+            self._merged.pop(key, None)
 
     def retire(self, source: int) -> None:
         """The source is gone: keep what its counters and histograms carried, drop gauges."""
         state = self._sources.pop(source, {})
         for key, payload in state.items():
+            self._merged.pop(key, None)
             kind = self.families[key[0]].kind
             if kind == "gauge":
                 continue
@@ -90,8 +96,16 @@ class Merger:
 
     def value(self, name: str, labels: Labels) -> Payload | None:
         """The merged payload of one series (None: no source has it)."""
-        kind = self.families[name].kind
         key = (name, labels)
+        if key in self._merged:
+            return self._merged[key]
+        found = self._merge(name, key)
+        if len(self._sources) > 1 or key in self._retired:
+            self._merged[key] = found  # a lone source's payload is its own: nothing to save
+        return found
+
+    def _merge(self, name: str, key: SeriesKey) -> Payload | None:
+        kind = self.families[name].kind
         found: Payload | None = None if kind == "gauge" else self._retired.get(key)
         for state in self._sources.values():
             payload = state.get(key)

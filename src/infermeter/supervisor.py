@@ -138,7 +138,11 @@ class WorkerPool:
             sys.executable, "-m", "infermeter.worker", "--index", str(slot.index),
             "--listen-fd", str(fds[0]), "--channel-fd", str(fds[1]), "--slots-fd", str(fds[2]),
         ]  # fmt: skip
-        proc = slot.proc = await asyncio.create_subprocess_exec(*command, pass_fds=fds)
+        # Its own session: a terminal's Ctrl-C reaches the supervisor only, which then stops
+        # the workers in order (a worker draining on its own would look like a crash).
+        proc = slot.proc = await asyncio.create_subprocess_exec(
+            *command, pass_fds=fds, start_new_session=True
+        )
         theirs.close()
         ours.sendall(settings_frame(self.settings))
         self._sources += 1
