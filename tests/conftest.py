@@ -33,3 +33,13 @@ def old_driver_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("fake-nvml-old")
     build(out, variant="old-driver")
     return out
+
+
+@pytest.fixture(params=["1", "2"], ids=["workers1", "workers2"])
+def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test against `--workers 1` and `--workers 2` (every sidecar it starts);
+    use with `pytest.mark.usefixtures("workers")` on a module."""
+    from tests import sidecar
+
+    monkeypatch.setitem(sidecar.SIDECAR_ENV, "INFERMETER_WORKERS", request.param)
+    return str(request.param)

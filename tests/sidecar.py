@@ -19,6 +19,9 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
+#: Environment every sidecar of this test session gets (a fixture may set
+#: INFERMETER_WORKERS here to run a whole module against several workers).
+SIDECAR_ENV: dict[str, str] = {}
 INFERMETER = str(Path(sys.executable).with_name("infermeter"))
 
 
@@ -141,6 +144,7 @@ def run_sidecar(
     environ["LD_LIBRARY_PATH"] = str(lib_dir) if lib_dir else str(tmp_path / "no-nvml-here")
     if nvml_state is not None:
         environ["FAKE_NVML_CONFIG"] = str(nvml_state)
+    environ.update(SIDECAR_ENV)
     environ.update(env or {})
     log = tmp_path / f"sidecar-{port}.log"
     with log.open("wb") as sink:

@@ -12,7 +12,7 @@ import pytest
 from tests.sidecar import run_sidecar, wait_for
 from tests.upstream import Script, scripted_upstream, sse
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("workers")]
 CHAT = "/v1/chat/completions"
 TOKEN = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
 BODY = {"model": "m", "stream": True}
