@@ -195,3 +195,38 @@ def test_cli_version() -> None:
 
     result = subprocess.run([INFERMETER, "version"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == f"infermeter {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        ({}, 1),
+        ({"cli": {"workers": "4"}}, 4),
+        ({"cli": {"workers": "AUTO"}}, "auto"),
+        ({"env": {"INFERMETER_WORKERS": "auto"}}, "auto"),
+        ({"yaml": "workers: 3\n"}, 3),
+        ({"yaml": "workers: auto\n", "env": {"INFERMETER_WORKERS": "2"}}, 2),
+    ],
+)
+def test_workers_from_every_source(
+    tmp_path: Path, sources: dict[str, object], expected: int | str
+) -> None:
+    config = None
+    if "yaml" in sources:
+        config = tmp_path / "c.yaml"
+        config.write_text(str(sources["yaml"]))
+    settings = load_settings(
+        sources.get("cli", {}),  # type: ignore[arg-type]
+        sources.get("env", {}),  # type: ignore[arg-type]
+        str(config) if config else None,
+    )
+    assert settings.workers == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "65", "two", "1.5", ""])
+def test_bad_workers_name_the_setting(bad: str) -> None:
+    if bad == "":
+        assert load_settings({}, {"INFERMETER_WORKERS": bad}).workers == 1  # empty: unset
+        return
+    with pytest.raises(SettingsError, match=r"invalid setting workers \(--workers="):
+        load_settings({"workers": bad}, {})
