@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.rules.test_rules import RULES, render_tests
+from tests.rules.test_rules import RULES, render_test_budgets, render_tests
 
 if __name__ == "__main__":
     (RULES / "tests" / "rules_test.yaml").write_text(render_tests())
+    (RULES / "tests" / "budget-rules.yaml").write_text(render_test_budgets())

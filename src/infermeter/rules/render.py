@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from infermeter.rules import availability, cost
 from infermeter.rules.params import Params
 
 NM = "namespace, model"
@@ -94,6 +95,8 @@ def recording_groups(params: Params) -> list[dict[str, Any]]:
     return [
         {"name": "infermeter.recording", "rules": rules},
         {"name": "infermeter.baselines", "rules": baselines},
+        *cost.recording(params),
+        *availability.recording(params),
     ]
 
 
@@ -235,7 +238,15 @@ def alert_groups(params: Params) -> list[dict[str, Any]]:
                "The proxy's event loop in {{ $labels.pod }} runs {{ $value | humanizeDuration }} "
                "late at p99: the latencies it measures include its own delay."),
     ]  # fmt: skip
-    return [{"name": "infermeter.alerts", "rules": rules}]
+
+    def alert(*args: str) -> dict[str, Any]:
+        return _alert(params, *args)
+
+    return [
+        {"name": "infermeter.alerts", "rules": rules},
+        {"name": "infermeter.spend.alerts", "rules": cost.alerts(params, alert)},
+        {"name": "infermeter.availability.alerts", "rules": availability.alerts(params, alert)},
+    ]
 
 
 def _dump(groups: list[dict[str, Any]]) -> str:
@@ -249,3 +260,9 @@ def recording_rules(params: Params | None = None) -> str:
 
 def alert_rules(params: Params | None = None) -> str:
     return _dump(alert_groups(params or Params()))
+
+
+def budget_rules(params: Params | None = None) -> str:
+    """The monthly budgets (rule parameters) as recorded series; the Helm chart renders the
+    same group from its values."""
+    return _dump([cost.budget_group(params or Params())])
