@@ -142,3 +142,47 @@ def availability_test() -> dict[str, Any]:
                         ticket("throttled", "100.0")]},
     ]  # fmt: skip
     return {"interval": "1m", "input_series": series, "alert_rule_test": tests}
+
+
+#: The month-to-date chain over a whole month, cheaply: hourly samples and evaluations, the
+#: chain's group every hour (in production: every minute, with a 5 m rate).
+MONTH_PARAMS = Params(rate_window="2h", month_to_date_interval="1h")
+
+
+def month_rule_groups() -> list[dict[str, Any]]:
+    from infermeter.rules.cost import recording
+
+    return recording(MONTH_PARAMS)
+
+
+def month_to_date_test_file(rule_file: str) -> dict[str, Any]:
+    """60 USD an hour from 1970-01-01 00:00 UTC (promtool's time 0) into February: the
+    month-to-date total grows all January and starts again on February 1st. The chain adds
+    rate x 3600 each hour: 30 at 1h (the 2h rate window is half empty), then 60 an hour."""
+    labels = {"namespace": "ns", "pod": "p", "model": "m", "api": "chat_completions",
+              "currency": "USD", "team": "a", "feature": "f"}  # fmt: skip
+    mtd = "team_currency:infermeter_spend:month_to_date"
+
+    def at(hours: int, value: float) -> dict[str, Any]:
+        sample = {"labels": mtd + '{currency="USD", team="a"}', "value": value}
+        return {"expr": mtd, "eval_time": f"{hours}h", "exp_samples": [sample]}
+
+    return {
+        "rule_files": [rule_file],
+        "evaluation_interval": "1h",
+        "group_eval_order": [group["name"] for group in month_rule_groups()],
+        "tests": [
+            {
+                "interval": "1h",
+                "input_series": [
+                    {"series": _labels("infermeter_cost_total", labels), "values": "0+60x760"}
+                ],
+                "promql_expr_test": [
+                    at(24, 30 + 60 * 23),  # January 2nd, 00:00
+                    at(743, 30 + 60 * 742),  # January 31st, 23:00: the month's total
+                    at(744, 60),  # February 1st, 00:00: a new month
+                    at(750, 60 * 7),
+                ],
+            }
+        ],
+    }
