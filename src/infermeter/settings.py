@@ -123,7 +123,7 @@ class Settings(BaseModel):
         description="NAME=HEADER: label the request, error, token and cost counters with "
         "NAME, valued by the request's HEADER, e.g. team=X-Team (repeatable; "
         "comma-separated in the environment). Missing header: none.",
-        json_schema_extra={"repeatable": True},
+        json_schema_extra={"repeatable": True, "empty": "(none)"},
     )
     max_attribute_values: int = Field(
         default=32,
