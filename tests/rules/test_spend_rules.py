@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
 from infermeter.rules.availability import error_budget
+from infermeter.rules.cost import seconds
 from tests.sidecar import INFERMETER
 
 
@@ -84,3 +86,12 @@ def test_rules_cli_writes_budgets_and_refuses_bad_ones(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "expected NAME=AMOUNT" in bad.stderr
+
+
+def test_month_to_date_step_follows_its_interval() -> None:
+    recorded = records(recording_rules(Params(month_to_date_interval="1m30s")))
+    assert "team_currency:infermeter_spend:rate5m * 90 " in (
+        recorded["team_currency:infermeter_spend:month_to_date"] + " "
+    )
+    with pytest.raises(ValueError, match="not a Prometheus duration"):
+        seconds("90 seconds")

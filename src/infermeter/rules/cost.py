@@ -12,6 +12,7 @@ PromQL has no range "since the 1st", and `increase(x[31d])` would count last mon
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from infermeter.rules.params import Params
@@ -48,9 +49,16 @@ def budget(params: Params) -> str:
     return f"{params.budget_label}_currency:infermeter_spend_budget:monthly"
 
 
-def seconds(duration: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return int(duration[:-1]) * units[duration[-1]]
+DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def seconds(duration: str) -> float:
+    """A Prometheus duration (`1m`, `1m30s`) in seconds."""
+    parts = DURATION.findall(duration)
+    if not parts or "".join(n + u for n, u in parts) != duration:
+        raise ValueError(f"not a Prometheus duration: {duration!r}")
+    return sum(int(n) * UNITS[u] for n, u in parts)
 
 
 def month_seconds_left() -> str:
@@ -91,7 +99,7 @@ def recording(params: Params) -> list[dict[str, Any]]:
 
 def month_to_date(params: Params) -> dict[str, Any]:
     """The month-to-date chain, in its own group evaluated every `month_to_date_interval`."""
-    step = seconds(params.month_to_date_interval)
+    step = f"{seconds(params.month_to_date_interval):g}"
     w = params.rate_window
     rules: list[dict[str, Any]] = []
     # the previous value survives a Prometheus outage of up to a month (31d look-back), and
