@@ -100,7 +100,7 @@ def _prometheus_config(sidecars: dict[str, Sidecar]) -> dict[str, Any]:
 
 
 @contextmanager
-def _prometheus(workdir: Path, sidecars: dict[str, Sidecar]) -> Iterator[str]:
+def run_prometheus(workdir: Path, sidecars: dict[str, Sidecar]) -> Iterator[str]:
     binary = shutil.which("prometheus")
     assert binary, "Debian package prometheus (make test installs it)"
     (workdir / "recording-rules.yaml").write_text(recording_rules(RULES))
@@ -228,7 +228,7 @@ def live(workdir: Path, lib_dir: Path) -> Iterator[Live]:
                     upstream=upstream,
                 )
             )
-        prometheus = stack.enter_context(_prometheus(workdir, sidecars))
+        prometheus = stack.enter_context(run_prometheus(workdir, sidecars))
         yield Live(prometheus, upstream, sidecars, states)
 
 

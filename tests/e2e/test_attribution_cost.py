@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from bench.loadgen import Sample, one_stream
 
-from tests.sidecar import demo_upstream, run_sidecar, samples, value, wait_for
+from infermeter.dashboards.query import Prometheus
+from tests.dashboards.live import run_prometheus
+from tests.sidecar import Sidecar, demo_upstream, run_sidecar, samples, value, wait_for
 from tests.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -72,6 +75,7 @@ def test_two_teams_pay_exactly_tokens_times_price(tmp_path: Path) -> None:
             httpx.post(proxy + chat, json=body).raise_for_status()  # no team: "none"
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, team="none")
             log = sidecar.log()
+            spent = spend_in_prometheus(tmp_path, sidecar)
         seen = upstream.seen
     team_a = {"team": "team-a", "feature": "search", "currency": "EUR"}
     team_b = {"team": "team-b", "feature": "chat", "currency": "EUR"}
@@ -82,6 +86,9 @@ def test_two_teams_pay_exactly_tokens_times_price(tmp_path: Path) -> None:
     estimated = value(text, "infermeter_cost_estimated_total", **team_b)
     assert estimated == pytest.approx(cost(LLAMA, 0, 2), rel=1e-12)
     assert value(text, "infermeter_cost_estimated_total", **team_a) is None
+    # the same through a real Prometheus, exact and estimated spend per team
+    assert spent["team-a"] == pytest.approx(3 * cost(LLAMA, 11, 3), rel=1e-12)
+    assert spent["team-b"] == pytest.approx(2 * cost(DEFAULT, 1000, 250) + cost(LLAMA, 0, 2))
     none = {"team": "none", "feature": "none"}
     assert value(text, "infermeter_cost_total", **none) == pytest.approx(cost(LLAMA, 11, 3))
     # the counters carry the attribute labels ...
@@ -100,6 +107,25 @@ def test_two_teams_pay_exactly_tokens_times_price(tmp_path: Path) -> None:
     assert all("content-type" in names for names in forwarded)  # the rest is forwarded
     assert "team-a" not in log
     assert "team-b" not in log
+
+
+def spend_in_prometheus(tmp_path: Path, sidecar: Sidecar) -> dict[str, float]:
+    """Each team's spend as a real Prometheus scrapes it, once the recording rules ran."""
+    with run_prometheus(tmp_path, {"pod-0": sidecar}) as url:
+        prometheus = Prometheus(url)
+        query = (
+            "sum by (team) (infermeter_cost_total) + sum by (team) "
+            "(infermeter_cost_estimated_total) or sum by (team) (infermeter_cost_total)"
+        )
+
+        def scraped() -> dict[str, float] | None:
+            recorded = prometheus.query("team_currency:infermeter_spend:month_to_date", time.time())
+            if not recorded:
+                return None  # the rules have not run yet
+            found = {s.labels["team"]: s.values[-1] for s in prometheus.query(query, time.time())}
+            return found if {"team-a", "team-b"} <= set(found) else None
+
+        return wait_for(scraped, timeout=30, what="spend in Prometheus")
 
 
 def test_headers_are_forwarded_unless_stripped(tmp_path: Path) -> None:
