@@ -102,13 +102,14 @@ def month_to_date(params: Params) -> dict[str, Any]:
     step = f"{seconds(params.month_to_date_interval):g}"
     w = params.rate_window
     rules: list[dict[str, Any]] = []
-    # the previous value survives a Prometheus outage of up to a month (31d look-back), and
-    # is dropped when it was recorded in another month (MONTH is recorded after the chain)
-    same_month = f"on () (last_over_time({MONTH}[31d]) == on () month())"
+    # the previous value survives a Prometheus outage shorter than the look-back, and is
+    # dropped when it was recorded in another month (MONTH is recorded after the chain)
+    back = params.month_to_date_lookback
+    same_month = f"on () (last_over_time({MONTH}[{back}]) == on () month())"
     for label in spend_labels(params):
         mtd = spend(label, "month_to_date")
         now = f"{spend(label, f'rate{w}')} * {step}"
-        before = f"(last_over_time({mtd}[31d]) and {same_month})"
+        before = f"(last_over_time({mtd}[{back}]) and {same_month})"
         rules.append({"record": mtd, "expr": f"({now} + {before}) or {now} or {before}"})
     rules.append({"record": MONTH, "expr": "month()"})
     return {

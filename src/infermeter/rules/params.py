@@ -54,6 +54,8 @@ class Params:
     forecast_window: str = "6h"  # "the current rate" of the forecast
     forecast_for: str = "1h"
     month_to_date_interval: str = "1m"  # evaluation interval of the month-to-date chain
+    month_to_date_lookback: str = "1d"  # how far back the chain finds its previous value: a
+    # longer Prometheus outage restarts the month's total; longer is costlier every minute
     # availability SLO: multi-window, multi-burn-rate alerts (SRE workbook, ch. 5)
     availability_objective: float = 0.999
     availability_window: str = "30d"
