@@ -31,6 +31,7 @@ from prometheus_client import ProcessCollector as ClientProcessCollector
 
 from infermeter import __version__
 from infermeter import metrics as m
+from infermeter.attribution import Attribution, parse_attributes
 from infermeter.collectors import CollectorSet, Part
 from infermeter.engine.collector import EngineCollector
 from infermeter.engine.fetcher import EngineFetcher, resolve_url
@@ -43,6 +44,7 @@ from infermeter.kubelet.poller import PodResourcesPoller
 from infermeter.loop_lag import watch_lag
 from infermeter.metrics_auth import metrics_auth
 from infermeter.net import bind
+from infermeter.prices import load as load_prices
 from infermeter.process import ProcessCollector
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.errors import HideAbortedStreams
@@ -113,10 +115,15 @@ class Sidecar:
         self.stopping = False
 
     def _build_proxy(self, settings: Settings, upstream: str) -> None:
+        attribution = Attribution(
+            parse_attributes(settings.attribute), settings.max_attribute_values
+        )
         recorder = Recorder(
             self.registry,
             settings.max_models,
             SLO(ttft=settings.slo_ttft, tpot=settings.slo_tpot, e2e=settings.slo_e2e),
+            attribution,
+            load_prices(settings.prices) if settings.prices is not None else None,
         )
         self.recorder = recorder
         client = UpstreamClient(
@@ -126,7 +133,8 @@ class Sidecar:
             total_timeout=settings.upstream_timeout,
         )
         self.tracing = make_tracing(settings, upstream)
-        self.proxy = ProxyApp(upstream, client, recorder, tracing=self.tracing)
+        strip = attribution.headers if settings.strip_attribute_headers else frozenset()
+        self.proxy = ProxyApp(upstream, client, recorder, tracing=self.tracing, strip_headers=strip)
         self.lag = cast(Histogram, m.EVENT_LOOP_LAG.live(self.registry))
         self.tasks = cast(Gauge, m.EVENT_LOOP_TASKS.live(self.registry))
         config = uvicorn.Config(
