@@ -230,3 +230,66 @@ def test_bad_workers_name_the_setting(bad: str) -> None:
         return
     with pytest.raises(SettingsError, match=r"invalid setting workers \(--workers="):
         load_settings({"workers": bad}, {})
+
+
+def test_attribute_and_prices_from_every_source(tmp_path: Path) -> None:
+    from infermeter.cli import build_parser
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("currency: EUR\nmodels: {m: {prompt: 1, completion: 2}}\n")
+    args = vars(build_parser().parse_args(
+        ["serve", "--attribute", "team=X-Team", "--attribute", "feature=X-Feature"]
+    ))  # fmt: skip
+    assert args["attribute"] == ["team=X-Team", "feature=X-Feature"]
+    flags = load_settings({"attribute": args["attribute"]}, environ={})
+    assert flags.attribute == ("team=x-team", "feature=x-feature")
+    env = load_settings(
+        {},
+        environ={
+            "INFERMETER_ATTRIBUTE": "team=X-Team, feature=X-Feature",
+            "INFERMETER_MAX_ATTRIBUTE_VALUES": "8",
+            "INFERMETER_STRIP_ATTRIBUTE_HEADERS": "true",
+            "INFERMETER_PRICES": str(prices),
+        },
+    )
+    assert env.attribute == flags.attribute
+    assert (env.max_attribute_values, env.strip_attribute_headers) == (8, True)
+    assert env.prices == prices
+    config = tmp_path / "infermeter.yaml"
+    config.write_text(f"attribute: {{team: X-Team}}\nprices: {prices}\n")
+    from_file = load_settings({}, environ={}, config_path=str(config))
+    assert from_file.attribute == ("team=x-team",)
+    config.write_text("attribute: [team=X-Team, feature=X-Feature]\n")
+    assert load_settings({}, environ={}, config_path=str(config)).attribute == flags.attribute
+    defaults = Settings()
+    assert (defaults.attribute, defaults.max_attribute_values) == ((), 32)
+    assert (defaults.strip_attribute_headers, defaults.prices) == (False, None)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            {"attribute": ["team"]},
+            r"invalid setting attribute \(--attribute=\['team'\]\): expected NAME=HEADER",
+        ),
+        ({"attribute": ["model=X-Model"]}, "invalid setting attribute .*clashes"),
+        ({"attribute": ["api=X-Api"]}, "invalid setting attribute .*clashes"),
+        ({"max_attribute_values": "0"}, "invalid setting max_attribute_values"),
+        ({"prices": "/nonexistent/prices.yaml"}, "invalid setting prices .*cannot read"),
+    ],
+)
+def test_bad_attribution_settings_are_named(source: dict[str, object], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(source, environ={})
+
+
+def test_broken_prices_file_names_the_setting(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("currency: USD\nmodels: {m: {prompt: -1}}\n")
+    result = subprocess.run(
+        [INFERMETER, "serve", "--prices", str(prices)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("infermeter: invalid setting prices (--prices=")
+    assert "models['m'].prompt: expected a finite number >= 0" in result.stderr

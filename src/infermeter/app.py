@@ -143,7 +143,13 @@ class Sidecar:
             if self.settings.upstream is not None:
                 listen = bind("listen", self.settings.listen)
                 assert self.slots is not None
-                self.pool = WorkerPool(self.settings, self.workers, listen, self.slots, self.merger)
+                attribute_slots = [
+                    ModelSlots.create(self.settings.max_attribute_values)
+                    for _ in self.settings.attribute
+                ]
+                self.pool = WorkerPool(
+                    self.settings, self.workers, listen, self.slots, self.merger, attribute_slots
+                )
                 self.tail = CollectorRegistry(auto_describe=False)
                 self.tail.register(_PoolMetrics(self.pool))
                 await self.pool.start()

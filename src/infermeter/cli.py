@@ -29,7 +29,16 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         default = field.default
         shown = ",".join(default) if isinstance(default, tuple) else default
         help_text = f"{field.description} Default: {shown}. Env: {env_name(name)}."
-        if field.annotation is bool:
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("repeatable"):
+            parser.add_argument(
+                flag_name(name),
+                action="append",
+                default=argparse.SUPPRESS,
+                metavar=name.upper(),
+                help=help_text,
+            )
+        elif field.annotation is bool:
             parser.add_argument(
                 flag_name(name),
                 action=argparse.BooleanOptionalAction,

@@ -35,13 +35,19 @@ class MetricSpec:
             return GaugeMetricFamily(self.name, self.help, labels=labels)
         raise ValueError(f"{self.name}: histograms are not built per scrape")
 
-    def live(self, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
-        """A metric updated as events happen (the proxy's), registered in `registry`."""
+    def live(
+        self, registry: CollectorRegistry, extra_labels: tuple[str, ...] = ()
+    ) -> Counter | Gauge | Histogram:
+        """A metric updated as events happen (the proxy's), registered in `registry`.
+
+        `extra_labels`: labels configured at run time (the `--attribute` labels).
+        """
+        labels = (*self.labels, *extra_labels)
         if self.kind == "counter":
-            return Counter(self.name, self.help, self.labels, registry=registry)
+            return Counter(self.name, self.help, labels, registry=registry)
         if self.kind == "gauge":
-            return Gauge(self.name, self.help, self.labels, registry=registry)
-        return Histogram(self.name, self.help, self.labels, registry=registry, buckets=self.buckets)
+            return Gauge(self.name, self.help, labels, registry=registry)
+        return Histogram(self.name, self.help, labels, registry=registry, buckets=self.buckets)
 
 
 def _gpu(name: str, kind: Kind, help_text: str, *extra: str) -> MetricSpec:
@@ -278,6 +284,20 @@ GOODPUT = _inference(
     "infermeter_goodput_requests_total",
     "counter",
     "Requests that succeeded and met every configured SLO (--slo-ttft, --slo-tpot, --slo-e2e).",
+)
+COST = _inference(
+    "infermeter_cost_total",
+    "counter",
+    "Spend from exact usage reports and --prices (price per million tokens), in the "
+    "currency the currency label names; plus any --attribute labels.",
+    "currency",
+)
+COST_ESTIMATED = _inference(
+    "infermeter_cost_estimated_total",
+    "counter",
+    "Spend of requests whose response carried no usage report, priced from the counted "
+    "output events (an estimate, never mixed into infermeter_cost_total).",
+    "currency",
 )
 DRAIN_ABORTED = _inference(
     "infermeter_drain_aborted_requests_total",

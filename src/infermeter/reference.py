@@ -27,8 +27,9 @@ def settings_table() -> str:
     ]
     for name, field in Settings.model_fields.items():
         default = field.default
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         if isinstance(default, tuple):
-            default = ",".join(default) or "(all)"
+            default = ",".join(default) or str(extra.get("empty", "(all)"))
         elif default is None:
             default = "(unset)"
         elif isinstance(default, bool):

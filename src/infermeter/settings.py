@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from infermeter.yamlfile import YamlFileError, read_yaml
 
 ENV_PREFIX = "INFERMETER_"
 MAX_WORKERS = 64
@@ -152,6 +153,28 @@ class Settings(BaseModel):
         ge=1,
         le=10000,
         description="Distinct model label values; further models are counted as _other.",
+    )
+    attribute: tuple[str, ...] = Field(
+        default=(),
+        description="NAME=HEADER: label the request, error, token and cost counters with "
+        "NAME, valued by the request's HEADER, e.g. team=X-Team (repeatable; "
+        "comma-separated in the environment). Missing header: none.",
+        json_schema_extra={"repeatable": True, "empty": "(none)"},
+    )
+    max_attribute_values: int = Field(
+        default=32,
+        ge=1,
+        le=10000,
+        description="Distinct values per --attribute label; further values are counted as _other.",
+    )
+    strip_attribute_headers: bool = Field(
+        default=False,
+        description="Remove the --attribute headers from requests before forwarding them.",
+    )
+    prices: Path | None = Field(
+        default=None,
+        description="YAML file of token prices per model (per million prompt and completion "
+        "tokens, one currency): counts infermeter_cost_total. Unset: no cost counters.",
     )
     slo_ttft: float | None = Field(
         default=0.45, gt=0, description="Goodput SLO on time to first token, seconds; none: off."
@@ -286,6 +309,7 @@ class Settings(BaseModel):
         "upstream",
         "otlp_endpoint",
         "kubelet_pod_resources",
+        "prices",
         mode="before",
     )
     @classmethod
@@ -336,6 +360,30 @@ class Settings(BaseModel):
     @classmethod
     def _gpus_list(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("attribute", mode="before")
+    @classmethod
+    def _attribute_list(cls, value: object) -> object:
+        """A list (flags, YAML), comma-separated text (env) or a YAML mapping NAME: HEADER."""
+        if isinstance(value, Mapping):
+            return tuple(f"{name}={header}" for name, header in value.items())
+        return _split_list(value)
+
+    @field_validator("attribute")
+    @classmethod
+    def _attributes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from infermeter.attribution import parse_attributes
+
+        return tuple(a.spec for a in parse_attributes(value))
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: Path | None) -> Path | None:
+        from infermeter.prices import load
+
+        if value is not None:
+            load(value)  # PricesError is a ValueError: reported naming the setting
+        return value
 
     @field_validator("gpus")
     @classmethod
@@ -399,13 +447,9 @@ def read_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SettingsError(f"config: cannot read {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SettingsError(f"config: {path} is not valid YAML: {exc}".splitlines()[0]) from exc
+        data = read_yaml(path)
+    except YamlFileError as exc:
+        raise SettingsError(f"config: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -86,10 +86,12 @@ class WorkerPool:
         listen: socket.socket,
         slots: ModelSlots,
         merger: Merger,
+        attribute_slots: list[ModelSlots] | None = None,
     ) -> None:
         self.settings = settings
         self.listen = listen
         self.model_slots = slots
+        self.attribute_slots = attribute_slots or []
         self.merger = merger
         self.slots = [Slot(i) for i in range(count)]
         self.stopping = False
@@ -133,10 +135,12 @@ class WorkerPool:
 
     async def _spawn(self, slot: Slot) -> asyncio.subprocess.Process:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = (self.listen.fileno(), theirs.fileno(), self.model_slots.fd)
+        tables = [self.model_slots.fd, *(shared.fd for shared in self.attribute_slots)]
+        fds = (self.listen.fileno(), theirs.fileno(), *tables)
         command = [
             sys.executable, "-m", "infermeter.worker", "--index", str(slot.index),
-            "--listen-fd", str(fds[0]), "--channel-fd", str(fds[1]), "--slots-fd", str(fds[2]),
+            "--listen-fd", str(fds[0]), "--channel-fd", str(fds[1]),
+            "--slots-fd", ",".join(str(fd) for fd in tables),
         ]  # fmt: skip
         # Its own session: a terminal's Ctrl-C reaches the supervisor only, which then stops
         # the workers in order (a worker draining on its own would look like a crash).

@@ -27,11 +27,13 @@ import uvicorn
 
 from infermeter import metrics as m
 from infermeter.accumulators import Store
+from infermeter.attribution import OTHER, Attribution, parse_attributes
 from infermeter.channel import SNAPSHOT_INTERVAL, encode
 from infermeter.loop_lag import watch_lag
+from infermeter.prices import load as load_prices
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.errors import HideAbortedStreams
-from infermeter.proxy.model_slots import ModelSlots
+from infermeter.proxy.model_slots import ModelSlots, SharedCap
 from infermeter.proxy.recorder import Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.runtime import has_module, loop_factory, raise_fd_limit
@@ -75,17 +77,27 @@ class _Channel(asyncio.Protocol):
 
 class Worker:
     def __init__(
-        self, settings: Settings, index: int, listen: socket.socket, slots: ModelSlots
+        self,
+        settings: Settings,
+        index: int,
+        listen: socket.socket,
+        slots: ModelSlots,
+        attribute_slots: list[ModelSlots],
     ) -> None:
         assert settings.upstream is not None
         self.settings = settings
         self.index = index
         self.listen = listen
         self.store = Store()
+        attributes = parse_attributes(settings.attribute)
+        caps = [SharedCap(shared, OTHER) for shared in attribute_slots]
+        attribution = Attribution(attributes, settings.max_attribute_values, caps)
         recorder = Recorder(
             self.store,
             slots,
             SLO(ttft=settings.slo_ttft, tpot=settings.slo_tpot, e2e=settings.slo_e2e),
+            attribution,
+            load_prices(settings.prices) if settings.prices is not None else None,
         )
         client = UpstreamClient(
             pool_size=settings.upstream_pool_size,
@@ -94,7 +106,10 @@ class Worker:
             total_timeout=settings.upstream_timeout,
         )
         self.tracing = make_tracing(settings, settings.upstream)
-        self.proxy = ProxyApp(settings.upstream, client, recorder, tracing=self.tracing)
+        strip = attribution.headers if settings.strip_attribute_headers else frozenset()
+        self.proxy = ProxyApp(
+            settings.upstream, client, recorder, tracing=self.tracing, strip_headers=strip
+        )
         worker = str(index)
         self.lag = self.store.live(m.EVENT_LOOP_LAG).labels(worker)
         self.tasks = self.store.live(m.EVENT_LOOP_TASKS).labels(worker)
@@ -217,7 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--channel-fd", type=int, required=True)
-    parser.add_argument("--slots-fd", type=int, required=True)
+    parser.add_argument(
+        "--slots-fd",
+        required=True,
+        help="comma-separated: the model slots, then one table per --attribute",
+    )
     args = parser.parse_args(argv)
     channel = socket.socket(fileno=args.channel_fd)
     settings = read_settings(channel)
@@ -226,8 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(settings.log_format, settings.log_level)
     raise_fd_limit()
     listen = socket.socket(fileno=args.listen_fd)
-    slots = ModelSlots(args.slots_fd, settings.max_models)
-    worker = Worker(settings, args.index, listen, slots)
+    fds = [int(fd) for fd in args.slots_fd.split(",")]
+    slots = ModelSlots(fds[0], settings.max_models)
+    attribute_slots = [ModelSlots(fd, settings.max_attribute_values) for fd in fds[1:]]
+    worker = Worker(settings, args.index, listen, slots, attribute_slots)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(worker.run(channel))
 

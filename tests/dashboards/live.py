@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import yaml
 
-from infermeter.rules import Params, alert_rules, recording_rules
+from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
 from tests.fake_nvml import profiles
 from tests.sidecar import Sidecar, demo_upstream, free_port, run_sidecar, terminate, wait_for
 
@@ -39,7 +39,21 @@ NAMESPACE = "inference"
 # Baselines normally need a day of history (offset 1 h, 120 samples); here the same rules
 # with a 1 s offset and 1 sample, so the baseline series exist within seconds, under their
 # real names (the name carries only the window, 1d).
-RULES = Params(baseline_offset="1s", baseline_min_samples=1)
+# The month-to-date chain runs every second (not every minute) for the same reason.
+TEAMS = ("ads", "search", "support")
+FEATURES = ("chat", "summarize")
+RULES = Params(
+    baseline_offset="1s",
+    baseline_min_samples=1,
+    month_to_date_interval="1s",
+    budgets=dict.fromkeys(TEAMS, 0.01),  # tiny: a few seconds of traffic show on the gauge
+)
+PRICES = """\
+currency: USD
+default: {prompt: 0.5, completion: 1.5}
+models:
+  "llama-3.1-8b*": {prompt: 0.05, completion: 0.10}
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +83,7 @@ class Live:
 def _prometheus_config(sidecars: dict[str, Sidecar]) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": ["recording-rules.yaml", "alert-rules.yaml"],
+        "rule_files": ["recording-rules.yaml", "alert-rules.yaml", "budget-rules.yaml"],
         "scrape_configs": [
             {
                 "job_name": "infermeter",
@@ -86,11 +100,12 @@ def _prometheus_config(sidecars: dict[str, Sidecar]) -> dict[str, Any]:
 
 
 @contextmanager
-def _prometheus(workdir: Path, sidecars: dict[str, Sidecar]) -> Iterator[str]:
+def run_prometheus(workdir: Path, sidecars: dict[str, Sidecar]) -> Iterator[str]:
     binary = shutil.which("prometheus")
     assert binary, "Debian package prometheus (make test installs it)"
     (workdir / "recording-rules.yaml").write_text(recording_rules(RULES))
     (workdir / "alert-rules.yaml").write_text(alert_rules(RULES))
+    (workdir / "budget-rules.yaml").write_text(budget_rules(RULES))
     (workdir / "prometheus.yaml").write_text(yaml.safe_dump(_prometheus_config(sidecars)))
     port = free_port()
     log = workdir / "prometheus.log"
@@ -160,6 +175,8 @@ def _client(proxy: str, pod: Pod, stop: threading.Event, slow: threading.Event, 
             headers = {
                 "x-demo-ttft": f"{pod.ttft * factor * rng.uniform(0.6, 1.6):.4f}",
                 "x-demo-itl": f"{pod.itl * rng.uniform(0.8, 1.3):.4f}",
+                "x-team": TEAMS[seed % len(TEAMS)],
+                "x-feature": FEATURES[n % len(FEATURES)],
             }
             body: dict[str, Any] = {
                 "model": pod.model,
@@ -190,6 +207,8 @@ def live(workdir: Path, lib_dir: Path) -> Iterator[Live]:
         upstream = stack.enter_context(demo_upstream(workdir, "--output-tokens", "96"))
         sidecars: dict[str, Sidecar] = {}
         states: dict[str, Path] = {}
+        prices = workdir / "prices.yaml"
+        prices.write_text(PRICES)
         for pod in PODS:
             states[pod.name] = workdir / f"{pod.name}-gpus.json"
             profiles.write(states[pod.name], gpu_state(pod, 0, 0, 0))
@@ -200,12 +219,18 @@ def live(workdir: Path, lib_dir: Path) -> Iterator[Live]:
                     "0.5",
                     "--engine-metrics-interval",
                     "0.5",
+                    "--attribute",
+                    "team=X-Team",
+                    "--attribute",
+                    "feature=X-Feature",
+                    "--prices",
+                    str(prices),
                     lib_dir=lib_dir,
                     nvml_state=states[pod.name],
                     upstream=upstream,
                 )
             )
-        prometheus = stack.enter_context(_prometheus(workdir, sidecars))
+        prometheus = stack.enter_context(run_prometheus(workdir, sidecars))
         yield Live(prometheus, upstream, sidecars, states)
 
 

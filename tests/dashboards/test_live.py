@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from infermeter.dashboards import DASHBOARDS
 from infermeter.dashboards.builder import Panel, Row
 from infermeter.dashboards.query import Prometheus, PrometheusError, label_values, run
-from tests.dashboards.live import drive, live
+from infermeter.prices import parse
+from tests.dashboards.live import PRICES, TEAMS, drive, live
 
 pytestmark = pytest.mark.e2e
 RATE_INTERVAL = "15s"
@@ -110,3 +112,26 @@ def test_preview_draws_every_dashboard(observed: Observed, tmp_path: Path) -> No
     for path in written:
         assert path.read_bytes().startswith(b"\x89PNG")
         assert path.stat().st_size > 50_000
+
+
+def test_each_team_pays_its_tokens_times_the_price(observed: Observed) -> None:
+    """Through the real sidecars and Prometheus: a team's cost is exactly the tokens the
+    upstream reported for it times the prices file's price of each model."""
+    book = parse(yaml.safe_load(PRICES))
+    prometheus = Prometheus(observed.prometheus)
+    at = observed.end + 1.0  # after the last scrape of the finished workload
+
+    def by(expr: str) -> dict[tuple[str, str], float]:
+        return {
+            (s.labels["team"], s.labels["model"]): s.values[-1] for s in prometheus.query(expr, at)
+        }
+
+    prompt = by("sum by (team, model) (infermeter_prompt_tokens_total)")
+    completion = by("sum by (team, model) (infermeter_completion_tokens_total)")
+    cost = by('sum by (team, model) (infermeter_cost_total{currency="USD"})')
+    assert {team for team, _ in cost} == set(TEAMS)
+    for key, spent in cost.items():
+        price = book.price(key[1])
+        expected = price.cost(int(prompt[key]), int(completion[key]))
+        assert spent == pytest.approx(expected, rel=1e-9), key
+    assert all(v > 0 for v in cost.values())

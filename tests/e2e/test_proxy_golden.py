@@ -31,6 +31,19 @@ def stable(text: str) -> str:
     return stable_exposition(text, VOLATILE)
 
 
+def assert_golden(text: str, golden: Path, update: bool) -> None:
+    """The exposition matches its golden file and `promtool check metrics` has nothing to say."""
+    if update:
+        golden.write_text(stable(text))
+    assert stable(text) == golden.read_text()
+    promtool = shutil.which("promtool")
+    assert promtool
+    lint = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
+    assert lint.returncode == 0, lint
+    assert not lint.stdout.strip(), lint.stdout
+    assert not lint.stderr.strip(), lint.stderr
+
+
 def test_workload_golden_and_promtool(tmp_path: Path, update_golden: bool) -> None:
     chat = "/v1/chat/completions"
     with scripted_upstream() as upstream:
@@ -66,12 +79,44 @@ def test_workload_golden_and_promtool(tmp_path: Path, update_golden: bool) -> No
             httpx.get(proxy + "/v1/models")
             httpx.post(proxy + "/bad", json={})
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="400")
-    if update_golden:
-        GOLDEN.write_text(stable(text))
-    assert stable(text) == GOLDEN.read_text()
-    promtool = shutil.which("promtool")
-    assert promtool
-    lint = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True)
-    assert lint.returncode == 0, lint
-    assert not lint.stdout.strip(), lint.stdout
-    assert not lint.stderr.strip(), lint.stderr
+    assert_golden(text, GOLDEN, update_golden)
+
+
+ATTRIBUTED = GOLDEN.with_name("proxy-attribution.prom")
+PRICES = """\
+currency: USD
+default: {prompt: 0.5, completion: 1.5}
+models:
+  "llama*": {prompt: 0.05, completion: 0.10}
+"""
+
+
+def test_attribution_and_prices_golden(tmp_path: Path, update_golden: bool) -> None:
+    """--attribute and --prices: team/feature labels on the counters, and the cost counters."""
+    chat = "/v1/chat/completions"
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(PRICES)
+    with scripted_upstream() as upstream:
+        upstream.script(
+            chat, Script([(0, sse(ROLE)), (0.01, sse(TOKEN, TOKEN, TOKEN, USAGE, "[DONE]"))])
+        )
+        upstream.script("/v1/completions", Script([(0, sse(TOKEN, TOKEN, "[DONE]"))]))  # no usage
+        with run_sidecar(
+            tmp_path,
+            "--no-gpu-metrics",
+            "--attribute", "team=X-Team",
+            "--attribute", "feature=X-Feature",
+            "--prices", str(prices),
+            upstream=upstream.url,
+        ) as sidecar:  # fmt: skip
+            proxy = sidecar.proxy_url
+            ads = {"X-Team": "ads", "X-Feature": "search"}
+            for model, headers in (("llama", ads), ("qwen", ads), ("llama", {"X-Team": "a b"})):
+                httpx.post(
+                    proxy + chat, json={"model": model, "stream": True}, headers=headers
+                ).raise_for_status()
+            httpx.post(proxy + "/v1/completions", json={"model": "llama", "stream": True})
+            text = sidecar.wait_metric(
+                "infermeter_requests_total", 1.0, api="completions", team="none"
+            )
+    assert_golden(text, ATTRIBUTED, update_golden)

@@ -59,9 +59,11 @@ def wait_total(sidecar: Sidecar, name: str, at_least: float) -> str:
     return wait_for(check, what=f"sum of {name} >= {at_least}")
 
 
-def post(url: str, model: str = "m") -> None:
+def post(url: str, model: str = "m", team: str = "") -> None:
+    headers = {"X-Team": team} if team else {}
     with httpx.Client(timeout=10) as client:  # a new connection each time: any worker
-        client.post(url + CHAT, json={"model": model, "stream": True}).raise_for_status()
+        body = {"model": model, "stream": True}
+        client.post(url + CHAT, json=body, headers=headers).raise_for_status()
 
 
 class RawStream:
@@ -141,13 +143,15 @@ def test_counts_are_exact_across_two_workers(tmp_path: Path) -> None:
     assert lag == {"0", "1"}
 
 
-def test_the_model_cap_holds_for_the_whole_sidecar(tmp_path: Path) -> None:
-    with two_workers(tmp_path, QUICK, "--max-models", "3") as sidecar:
+def test_the_model_and_attribute_caps_hold_for_the_whole_sidecar(tmp_path: Path) -> None:
+    args = ("--max-models", "3", "--attribute", "team=X-Team", "--max-attribute-values", "2")
+    with two_workers(tmp_path, QUICK, *args) as sidecar:
         models = [f"model-{i}" for i in range(10)]
 
         def client(offset: int) -> None:
             for i in range(len(models)):
-                post(sidecar.proxy_url, models[(i + offset) % len(models)])
+                model = models[(i + offset) % len(models)]
+                post(sidecar.proxy_url, model, team=f"team-{model[-1]}")
 
         threads = [threading.Thread(target=client, args=(k * 3,)) for k in range(4)]
         for thread in threads:
@@ -155,11 +159,15 @@ def test_the_model_cap_holds_for_the_whole_sidecar(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(60)
         text = wait_total(sidecar, "infermeter_requests_total", 40.0)
-    counts = {
-        dict(ls)["model"]: v
-        for (n, ls), v in samples(text).items()
-        if n == "infermeter_requests_total"
-    }
+    counts: dict[str, float] = {}
+    teams: dict[str, float] = {}
+    for (n, ls), v in samples(text).items():
+        if n == "infermeter_requests_total":
+            counts[dict(ls)["model"]] = counts.get(dict(ls)["model"], 0.0) + v
+            teams[dict(ls)["team"]] = teams.get(dict(ls)["team"], 0.0) + v
+    assert len(teams) == 3  # two own values and _other, across both workers
+    assert all(v == 4.0 for team, v in teams.items() if team != "_other")
+    assert teams["_other"] == 40.0 - 8.0
     assert len(counts) == 4  # three own labels and _other, across both workers
     assert "_other" in counts
     named = {model: v for model, v in counts.items() if model != "_other"}

@@ -27,6 +27,7 @@ def test_prometheus_rule_is_the_rendered_rules() -> None:
     expected = []
     for name in chart_files.RULE_FILES:
         expected += yaml.safe_load((RULES / name).read_text())["groups"]
+    expected += yaml.safe_load((RULES / "budget-rules.yaml").read_text())["groups"]  # none set
     assert expected
     rule = one(render(sets=("prometheusRule.enabled=true",), monitoring=True), "PrometheusRule")
     assert rule["spec"]["groups"] == expected

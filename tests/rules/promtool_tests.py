@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from infermeter.rules.cost import budget_group
 from infermeter.rules.params import Params
-from infermeter.rules.render import LATENCIES
+from infermeter.rules.render import LATENCIES, alert_groups, recording_groups
+from tests.rules.promtool_spend import availability_test, cost_test
 
 RUNBOOK = Params().runbook_url
 NORMAL, SLOW, VERY_SLOW = 1, 3, 5  # bucket index a request lands in (see UNITS)
@@ -267,9 +269,18 @@ def engine_test() -> dict[str, Any]:
     ]}  # fmt: skip
 
 
+def group_names() -> list[str]:
+    params = Params()
+    groups = [*recording_groups(params), budget_group(params), *alert_groups(params)]
+    return [group["name"] for group in groups]
+
+
 def build_test_file(rule_files: list[str]) -> dict[str, Any]:
     return {
         "rule_files": rule_files,
         "evaluation_interval": "1m",
-        "tests": [latency_test(), health_test(), engine_test()],
+        # groups read each other's records: evaluate them in file order, so a test never
+        # depends on which group promtool happens to run first
+        "group_eval_order": group_names(),
+        "tests": [latency_test(), health_test(), engine_test(), cost_test(), availability_test()],
     }

@@ -17,7 +17,7 @@ DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
 GRID_WIDTH = 24
 SCHEMA_VERSION = 39  # Grafana 10.4/11; older versions migrate on load
 
-PanelKind = Literal["timeseries", "heatmap", "stat", "state-timeline", "table"]
+PanelKind = Literal["timeseries", "heatmap", "stat", "gauge", "state-timeline", "table"]
 Format = Literal["time_series", "heatmap", "table"]
 
 
@@ -190,7 +190,7 @@ def _field_config(panel: Panel) -> dict[str, Any]:
             if panel.log_scale
             else {"type": "linear"},
         }
-    elif panel.kind == "stat" or panel.kind == "state-timeline":
+    elif panel.kind in ("stat", "gauge", "state-timeline"):
         defaults["color"] = {"mode": "thresholds"}
     return {"defaults": defaults, "overrides": [_override(s) for s in panel.styles]}
 
@@ -223,6 +223,13 @@ def _options(panel: Panel) -> dict[str, Any]:
             "justifyMode": "auto",
             "orientation": "auto",
             "textMode": "auto",
+        }
+    if panel.kind == "gauge":
+        return {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "orientation": "auto",
+            "showThresholdLabels": False,
+            "showThresholdMarkers": True,
         }
     if panel.kind == "state-timeline":
         return {

@@ -606,6 +606,154 @@ def gpu() -> Dashboard:
     )
 
 
+PER_HOUR = "suffix: /h"
+
+
+def _spend(label: str) -> Panel:
+    """Spend per hour by one attribution label (cluster-wide: budgets are per team)."""
+    return Panel(
+        f"Spend by {label}",
+        f"Who spends what? Spend per hour by {label} (exact and estimated, all namespaces), "
+        "from the prices file (--prices) and the --attribute header; none: requests without "
+        "the header.",
+        PER_HOUR,
+        (
+            Target(
+                f"{label}_currency:infermeter_spend:rate{W} * 3600",
+                f"{{{{{label}}}}} ({{{{currency}}}})",
+            ),
+        ),
+        width=8,
+        min=0,
+        stack=True,
+        fill=20,
+    )
+
+
+def cost_row() -> Row:
+    """Spend per team, feature and model; unit costs; budgets used (--prices, --attribute)."""
+    b = RULES.budget_label
+    nmc = f"namespace_model_currency:infermeter_{{}}:{{}}{W}{{{{{NM}}}}}"
+    return Row(
+        "Cost",
+        (
+            *(_spend(label) for label in RULES.attribution_labels),
+            Panel(
+                "Spend by model",
+                "Which models cost the most? Spend per hour per model (exact and estimated).",
+                PER_HOUR,
+                (Target(nmc.format("spend", "rate") + " * 3600", "{{model}} ({{currency}})"),),
+                width=8,
+                min=0,
+                stack=True,
+                fill=20,
+            ),
+            Panel(
+                "Cost per request",
+                "What does one request cost? Spend over requests per model (all requests, "
+                "failed ones included).",
+                "short",
+                (Target(nmc.format("cost_per_request", "ratio_rate"), "{{model}} ({{currency}})"),),
+                width=8,
+                min=0,
+            ),
+            Panel(
+                "Cost per million tokens (prices)",
+                "What does a million tokens cost at the configured prices? Spend over prompt "
+                "and output tokens per model (the GPU-hour figure is in Capacity and cost).",
+                PER_MILLION_TOKENS,
+                (
+                    Target(
+                        nmc.format("cost_per_million_tokens", "ratio_rate"),
+                        "{{model}} ({{currency}})",
+                    ),
+                ),
+                width=8,
+                min=0,
+            ),
+            Panel(
+                f"Monthly budget used by {b}",
+                f"How much of its monthly budget has each {b} spent this month? Month-to-date "
+                f"spend over the budget (rule parameter); alerts at 50% and 80%, and a forecast "
+                "when the current rate would overspend.",
+                "percentunit",
+                (
+                    Target(
+                        f"{b}_currency:infermeter_spend:month_to_date / on ({b}, currency) "
+                        f"{b}_currency:infermeter_spend_budget:monthly",
+                        f"{{{{{b}}}}}",
+                    ),
+                ),
+                kind="gauge",
+                width=24,
+                height=6,
+                min=0,
+                max=1,
+                thresholds=((None, "green"), (0.5, "orange"), (0.8, "red")),
+            ),
+        ),
+    )
+
+
+def availability_row() -> Row:
+    """The availability SLO: objective, error budget left, burn rate against the pages."""
+    objective = RULES.availability_objective
+    budget = round(1 - objective, 12)
+    window = RULES.availability_window
+    ratio = f"namespace_model:infermeter_availability_errors:ratio_rate{{}}{{{{{NM}}}}}"
+    return Row(
+        "Availability",
+        (
+            Panel(
+                "Objective",
+                f"What availability is promised? Share of requests that must not fail over "
+                f"{window} (rule parameter availability_objective).",
+                "percentunit",
+                (Target("infermeter:availability_objective:ratio", "objective"),),
+                kind="stat",
+                width=4,
+                height=7,
+            ),
+            Panel(
+                "Error budget left",
+                f"How much of the {window} error budget ({budget:g} of requests) is left per "
+                "model? Below 0: the objective is missed.",
+                "percentunit",
+                (
+                    Target(
+                        "namespace_model:infermeter_availability_error_budget:remaining_"
+                        f"{window}{{{NM}}}",
+                        "{{model}}",
+                    ),
+                ),
+                kind="stat",
+                width=6,
+                height=7,
+                thresholds=((None, "red"), (0.0, "orange"), (0.25, "green")),
+            ),
+            Panel(
+                "Burn rate",
+                "How fast is the error budget burning? Errors (5xx, connect and timeouts, "
+                "stream errors and truncations, 429; not 499 or the clients' own 4xx) over the "
+                "budget's pace, per model; dashed: where the page fires (14.4x over 1 h and "
+                "5 m, 6x over 6 h and 30 m).",
+                "short",
+                (
+                    Target(f"{ratio.format('1h')} / {budget:g}", "{{model}} 1h"),
+                    Target(f"{ratio.format('5m')} / {budget:g}", "{{model}} 5m"),
+                    Target("vector(14.4)", "page 14.4x"),
+                    Target("vector(6)", "page 6x"),
+                ),
+                width=14,
+                height=7,
+                min=0,
+                styles=(SeriesStyle(" 5m$", dashed=True), SeriesStyle("^page", color="red")),
+                log_scale=True,
+            ),
+        ),
+    )
+
+
 def overview() -> Dashboard:
     p99_ttft = f"namespace_model:infermeter_time_to_first_token_seconds:p99_{W}{{{NM}}}"
     now = Row(
@@ -816,8 +964,8 @@ def overview() -> Dashboard:
         title="infermeter / Overview",
         description="Capacity review and first look in an incident: latency beside the "
         "engine queue, GPU utilization and load, tokens per GPU, cost per million tokens, "
-        "active alerts.",
-        rows=(now, side_by_side, capacity, alerts),
+        "spend by team, feature and model against budgets, the availability SLO, active alerts.",
+        rows=(now, side_by_side, capacity, cost_row(), availability_row(), alerts),
         variables=VARIABLES,
     )
 

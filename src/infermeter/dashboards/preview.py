@@ -296,7 +296,7 @@ def _draw_panel(ax: Axes, panel: Panel, drawn: Drawn) -> None:
         _timeseries(ax, panel, drawn)
     elif panel.kind == "heatmap":
         _heatmap(ax, panel, drawn)
-    elif panel.kind == "stat":
+    elif panel.kind in ("stat", "gauge"):  # a gauge is drawn as its number
         _stat(ax, panel, drawn)
     elif panel.kind == "state-timeline":
         _state_timeline(ax, panel, drawn)
@@ -352,7 +352,7 @@ def draw(
         legend_rows = legend_rows if panel.kind == "timeseries" else 0
         bottom_pad = (1.0 + 0.42 * legend_rows) / item.h
         left_pad = (0.30 if panel.kind == "state-timeline" else 0.065) * 12 / item.w
-        if panel.kind in ("stat", "table"):
+        if panel.kind in ("stat", "gauge", "table"):
             left_pad = 0.01
             bottom_pad = 0.04
         inner = frame.inset_axes(

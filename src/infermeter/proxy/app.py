@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from infermeter.prices import Price
 from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_body
 from infermeter.proxy.headers import request_headers, response_headers
-from infermeter.proxy.recorder import Recorder, Series
+from infermeter.proxy.recorder import Attrs, Recorder, Series
 from infermeter.proxy.upstream import (
     ConnectError,
     ConnectTimeout,
@@ -57,12 +58,14 @@ class _Exchange:
 
     __slots__ = (
         "api",
+        "attrs",
         "body",
         "client_gone",
         "finished",
         "in_flight",
         "info",
         "path",
+        "price",
         "series",
         "trace",
     )
@@ -73,6 +76,8 @@ class _Exchange:
         self.body = bytearray()
         self.info: RequestInfo | None = None
         self.series: Series | None = None
+        self.attrs: Attrs = ()  # the --attribute label values, from the request's headers
+        self.price: Price | None = None  # its model's price, with --prices
         self.in_flight: Any = None  # the gauge child, once incremented
         self.trace: RequestTrace | None = None
         self.client_gone = False
@@ -87,6 +92,7 @@ class ProxyApp:
         recorder: Recorder,
         parser_factory: ParserFactory = parser_for,
         tracing: Tracing | None = None,
+        strip_headers: frozenset[bytes] = frozenset(),
     ) -> None:
         self.upstream = upstream
         self._tracing = tracing
@@ -95,6 +101,8 @@ class ProxyApp:
         client.origin(upstream)
         self._client = client
         self._recorder = recorder
+        self._attributed = bool(recorder.attribution)
+        self._strip = strip_headers  # request headers not forwarded (attribute headers)
         self.started = False
         self.draining = False  # set at SIGTERM: a cancelled request is a drain casualty
         self.drain_aborted = 0
@@ -126,6 +134,7 @@ class ProxyApp:
                     exchange.api, bytes(exchange.body), path=exchange.path
                 )
             exchange.series = self._recorder.series(exchange.info.model, exchange.api)
+            exchange.price = self._recorder.price(exchange.info.model)
         return exchange.series
 
     def _body_done(self, exchange: _Exchange, watch: Callable[[], None], body: bytes) -> None:
@@ -165,6 +174,8 @@ class ProxyApp:
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
         path: str = scope["path"]
         exchange = _Exchange(api_for_path(path), path)
+        if self._attributed:
+            exchange.attrs = self._recorder.attrs(scope["headers"])
         if self._tracing is not None:
             exchange.trace = self._tracing.start(scope["headers"], scope["method"], exchange.api)
         task = asyncio.current_task()
@@ -193,7 +204,10 @@ class ProxyApp:
             target += "?" + scope["query_string"].decode("latin-1")
         client = scope.get("client")
         headers = request_headers(
-            scope["headers"], client[0] if client else None, scope.get("scheme", "http")
+            scope["headers"],
+            client[0] if client else None,
+            scope.get("scheme", "http"),
+            strip=self._strip,
         )
         if exchange.trace is not None:
             headers = exchange.trace.upstream_headers(headers)
@@ -279,7 +293,7 @@ class ProxyApp:
         try:
             series = self._label(exchange)
             e2e = time.perf_counter() - t0
-            self._recorder.count(series, code, error_type)
+            self._recorder.count(series, code, error_type, exchange.attrs)
             series.child("e2e").observe(e2e)
             if exchange.trace is not None:
                 exchange.trace.finish(code, error_type, None, e2e)
@@ -318,7 +332,7 @@ class ProxyApp:
                 on_gap=self._gap_sink(series, exchange.trace),
             )
         except Exception as error:  # noqa: BLE001 - measuring must never fail the request
-            self._measuring_failed(series, error)
+            self._measuring_failed(series, error, exchange.attrs)
         await send(
             {
                 "type": "http.response.start",
@@ -348,7 +362,7 @@ class ProxyApp:
                         for observation in parser.feed(chunk):
                             meter.observe(observation, now)
                 except Exception as error:  # noqa: BLE001
-                    self._measuring_failed(series, error)
+                    self._measuring_failed(series, error, exchange.attrs)
                     meter = parser = None
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Disconnected:
@@ -366,7 +380,7 @@ class ProxyApp:
                 self._drain_casualty(exchange)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         end = time.perf_counter()
-        self._record(series, meter, parser, end, status, outcome, exchange.trace, end - t0)
+        self._record(series, meter, parser, end, status, outcome, exchange, end - t0)
         if outcome in (Outcome.UPSTREAM_RESET, Outcome.UPSTREAM_TIMEOUT):
             log.warning(
                 "upstream stream ended early",
@@ -382,26 +396,28 @@ class ProxyApp:
         end: float,
         status: int,
         outcome: Outcome,
-        trace: RequestTrace | None,
+        exchange: _Exchange,
         e2e: float,
     ) -> None:
         code = CLIENT_CLOSED if outcome is Outcome.CLIENT_DISCONNECT else status
+        trace, attrs = exchange.trace, exchange.attrs
         record = None
         try:
             if meter is None:
-                self._recorder.count(series, code, None)
+                self._recorder.count(series, code, None, attrs)
             else:
                 if parser is not None:
                     for observation in parser.close():
                         meter.observe(observation, end)
                 record = meter.finish(end, status=status, outcome=outcome)
-                self._recorder.count(series, code, record.error_type)
-                self._recorder.observe(series, record, trace.exemplar if trace else None)
+                self._recorder.count(series, code, record.error_type, attrs)
+                exemplar = trace.exemplar if trace else None
+                self._recorder.observe(series, record, exemplar, attrs, exchange.price)
             if trace is not None:
                 error = record.error_type if record is not None else None
                 trace.finish(code, error, record, e2e)
         except Exception as error:  # noqa: BLE001
-            self._measuring_failed(series, error)
+            self._measuring_failed(series, error, attrs)
 
     @staticmethod
     def _gap_sink(series: Series, trace: RequestTrace | None) -> Callable[[float, int], None]:
@@ -420,7 +436,7 @@ class ProxyApp:
         self.drain_aborted += 1
         self._label(exchange).child("drain_aborted").inc()
 
-    def _measuring_failed(self, series: Series, error: Exception) -> None:
+    def _measuring_failed(self, series: Series, error: Exception, attrs: Attrs = ()) -> None:
         """Log and count a bug in measuring; the request's bytes keep flowing."""
         log.error("measuring failed", exc_info=error, extra={"error_type": "proxy_internal"})
-        self._recorder.error(series, "proxy_internal")
+        self._recorder.error(series, "proxy_internal", attrs)

@@ -29,10 +29,16 @@ def _dropped(headers: list[tuple[bytes, bytes]]) -> set[bytes]:
     return drop
 
 
-def request_headers(raw: RawHeaders, client_host: str | None, scheme: str) -> list[tuple[str, str]]:
-    """Headers to send upstream. Host is dropped: the client library sets the upstream's."""
+def request_headers(
+    raw: RawHeaders, client_host: str | None, scheme: str, strip: frozenset[bytes] = frozenset()
+) -> list[tuple[str, str]]:
+    """Headers to send upstream. Host is dropped: the client library sets the upstream's.
+
+    `strip`: lower-case names also kept from the upstream (--strip-attribute-headers).
+    """
     headers = [(name.lower(), value) for name, value in raw]
     drop = _dropped(headers)
+    drop.update(strip)
     drop.add(b"host")
     drop.add(b"expect")  # the server side answered 100-continue; the body is on its way
     out: list[tuple[str, str]] = []

@@ -92,3 +92,22 @@ class ModelSlots:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class SharedCap:
+    """`LabelCap`'s interface over shared slots: the value itself, or `overflow` once full.
+
+    For the `--attribute` labels: their cap, like the model's, holds for the whole sidecar.
+    """
+
+    __slots__ = ("overflow", "slots")
+
+    def __init__(self, slots: ModelSlots, overflow: str) -> None:
+        self.slots = slots
+        self.overflow = overflow
+
+    def __call__(self, value: str) -> str:
+        return value if self.slots.claim(value) else self.overflow
+
+    def __len__(self) -> int:
+        return len(self.slots.names())

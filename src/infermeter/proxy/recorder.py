@@ -5,6 +5,10 @@ the supervisor; children of each labelled metric are looked up once per (model, 
 cached, so the hot path does no label hashing beyond one dict lookup per request. The
 `model` label is capped for the whole sidecar by the shared `ModelSlots`: after
 `max_models` distinct values, new ones are recorded as `_other`.
+
+The counters (requests, errors, tokens, cost) also carry the `--attribute` labels (team,
+feature, ...), whose values the request's headers give; the latency histograms do not, so
+attribution multiplies only a handful of counter series.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from infermeter import metrics as m
-from infermeter.accumulators import Store
+from infermeter.accumulators import Family, Store
+from infermeter.attribution import MISSING, Attribution
+from infermeter.prices import Price, PriceBook
 from infermeter.proxy.model_slots import ModelSlots
 from infermeter.streams.timing import SLO, RequestRecord, is_good
 
@@ -59,13 +65,35 @@ class Series:
             itl.observe(share, exemplar)
 
 
+Attrs = tuple[str, ...]
+
+
 class Recorder:
-    def __init__(self, store: Store, slots: ModelSlots, slo: SLO) -> None:
+    def __init__(
+        self,
+        store: Store,
+        slots: ModelSlots,
+        slo: SLO,
+        attribution: Attribution | None = None,
+        prices: PriceBook | None = None,
+    ) -> None:
         self.store = store
         self.slots = slots
         self.slo = slo
-        self._requests = store.live(m.REQUESTS)
-        self._errors = store.live(m.REQUEST_ERRORS)
+        self.attribution = attribution or Attribution((), 1)
+        self.prices = prices
+        extra = self.attribution.labels
+        self._none: Attrs = (MISSING,) * len(extra)
+        self._currency = prices.currency if prices is not None else ""
+
+        def attributed(spec: m.MetricSpec) -> Family:
+            return store.live(spec, extra)
+
+        # registration order is exposition order: keep it stable (golden files)
+        self._counters = {
+            "requests": attributed(m.REQUESTS),
+            "errors": attributed(m.REQUEST_ERRORS),
+        }
         self._metrics = {
             "in_flight": store.live(m.IN_FLIGHT),
             "ttfb": store.live(m.TTFB),
@@ -73,22 +101,36 @@ class Recorder:
             "itl": store.live(m.ITL),
             "tpot": store.live(m.TPOT),
             "e2e": store.live(m.E2E),
-            "prompt_tokens": store.live(m.PROMPT_TOKENS),
-            "completion_tokens": store.live(m.COMPLETION_TOKENS),
-            "completion_estimated": store.live(m.COMPLETION_TOKENS_ESTIMATED),
+        }
+        self._counters |= {
+            "prompt_tokens": attributed(m.PROMPT_TOKENS),
+            "completion_tokens": attributed(m.COMPLETION_TOKENS),
+            "completion_estimated": attributed(m.COMPLETION_TOKENS_ESTIMATED),
+        }
+        self._metrics |= {
             "request_prompt_tokens": store.live(m.REQUEST_PROMPT_TOKENS),
             "request_completion_tokens": store.live(m.REQUEST_COMPLETION_TOKENS),
             "goodput": store.live(m.GOODPUT),
             "drain_aborted": store.live(m.DRAIN_ABORTED),
         }
+        if prices is not None:
+            self._counters |= {
+                "cost": attributed(m.COST),
+                "cost_estimated": attributed(m.COST_ESTIMATED),
+            }
+        self._counter_children: dict[tuple[str, str, str, str, Attrs], Any] = {}
         self._series: dict[tuple[str, str], Series] = {}
-        self._codes: dict[tuple[str, str, int], Any] = {}
-        self._error_children: dict[tuple[str, str, str], Any] = {}
 
     @classmethod
-    def private(cls, max_models: int, slo: SLO) -> Recorder:
+    def private(
+        cls,
+        max_models: int,
+        slo: SLO,
+        attribution: Attribution | None = None,
+        prices: PriceBook | None = None,
+    ) -> Recorder:
         """A recorder with its own store and model slots (one process: tests, tools)."""
-        return cls(Store(), ModelSlots.create(max_models), slo)
+        return cls(Store(), ModelSlots.create(max_models), slo, attribution, prices)
 
     def model_label(self, model: str | None) -> str:
         if not model:
@@ -103,26 +145,46 @@ class Recorder:
             found = self._series[key] = Series(label, api, self._metrics)
         return found
 
-    def count(self, series: Series, code: int, error_type: str | None) -> None:
-        key = (series.model, series.api, code)
-        child = self._codes.get(key)
-        if child is None:
-            child = self._codes[key] = self._requests.labels(series.model, series.api, str(code))
-        child.inc()
-        if error_type is not None:
-            self.error(series, error_type)
+    def attrs(self, headers: Any) -> Attrs:
+        """Attribute label values of a request, from its raw (ASGI) headers."""
+        return self.attribution.values(headers)
 
-    def error(self, series: Series, error_type: str) -> None:
-        ekey = (series.model, series.api, error_type)
-        child = self._error_children.get(ekey)
+    def price(self, model: str | None) -> Price | None:
+        """The price of a request's model (by its own name, not its capped label)."""
+        return None if self.prices is None else self.prices.price(model)
+
+    def _counter(self, name: str, series: Series, extra: str, attrs: Attrs) -> Any:
+        """The child of an attributed counter; `extra`: its code/error_type/currency, or ""."""
+        if len(attrs) != len(self._none):
+            attrs = self._none
+        key = (name, series.model, series.api, extra, attrs)
+        child = self._counter_children.get(key)
         if child is None:
-            child = self._error_children[ekey] = self._errors.labels(*ekey)
-        child.inc()
+            values = (series.model, series.api, *((extra,) if extra else ()), *attrs)
+            child = self._counter_children[key] = self._counters[name].labels(*values)
+        return child
+
+    def count(self, series: Series, code: int, error_type: str | None, attrs: Attrs = ()) -> None:
+        self._counter("requests", series, str(code), attrs).inc()
+        if error_type is not None:
+            self.error(series, error_type, attrs)
+
+    def error(self, series: Series, error_type: str, attrs: Attrs = ()) -> None:
+        self._counter("errors", series, error_type, attrs).inc()
 
     def observe(
-        self, series: Series, record: RequestRecord, exemplar: dict[str, str] | None = None
+        self,
+        series: Series,
+        record: RequestRecord,
+        exemplar: dict[str, str] | None = None,
+        attrs: Attrs = (),
+        price: Price | None = None,
     ) -> None:
-        """Latency and token figures of one finished request; `exemplar`: its sampled trace."""
+        """Latency, token and cost figures of one finished request.
+
+        `exemplar`: its sampled trace; `attrs`: its attribute label values; `price`: its
+        model's price (None: no --prices).
+        """
         child = series.child
         if record.ttfb is not None:
             child("ttfb").observe(record.ttfb)
@@ -134,13 +196,28 @@ class Recorder:
             child("tpot").observe(record.tpot)
         child("e2e").observe(record.e2e, exemplar)
         if record.prompt_tokens is not None:
-            child("prompt_tokens").inc(record.prompt_tokens)
+            self._counter("prompt_tokens", series, "", attrs).inc(record.prompt_tokens)
             child("request_prompt_tokens").observe(record.prompt_tokens)
         if record.completion_tokens is not None:
-            child("completion_tokens").inc(record.completion_tokens)
+            self._counter("completion_tokens", series, "", attrs).inc(record.completion_tokens)
             child("request_completion_tokens").observe(record.completion_tokens)
         elif record.completion_tokens_estimated is not None:
-            child("completion_estimated").inc(record.completion_tokens_estimated)
-            child("request_completion_tokens").observe(record.completion_tokens_estimated)
+            estimated = record.completion_tokens_estimated
+            self._counter("completion_estimated", series, "", attrs).inc(estimated)
+            child("request_completion_tokens").observe(estimated)
+        if price is not None:
+            self._cost(series, record, attrs, price)
         if is_good(record, self.slo):
             child("goodput").inc()
+
+    def _cost(self, series: Series, record: RequestRecord, attrs: Attrs, price: Price) -> None:
+        """Exact cost when the upstream reported usage, else an estimate in its own counter."""
+        if record.completion_tokens is not None:
+            cost = price.cost(record.prompt_tokens, record.completion_tokens)
+            self._counter("cost", series, self._currency, attrs).inc(cost)
+        elif record.completion_tokens_estimated is not None:
+            cost = price.cost(record.prompt_tokens, record.completion_tokens_estimated)
+            self._counter("cost_estimated", series, self._currency, attrs).inc(cost)
+        elif record.prompt_tokens is not None:  # usage without completion tokens: embeddings
+            cost = price.cost(record.prompt_tokens, None)
+            self._counter("cost", series, self._currency, attrs).inc(cost)

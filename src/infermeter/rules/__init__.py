@@ -6,6 +6,6 @@ parameters (windows, multiplier, guards, thresholds, GPU price).
 """
 
 from infermeter.rules.params import Params
-from infermeter.rules.render import alert_rules, recording_rules
+from infermeter.rules.render import alert_rules, budget_rules, recording_rules
 
-__all__ = ["Params", "alert_rules", "recording_rules"]
+__all__ = ["Params", "alert_rules", "budget_rules", "recording_rules"]

@@ -7,7 +7,21 @@ import dataclasses
 from pathlib import Path
 
 from infermeter.rules.params import Params
-from infermeter.rules.render import alert_rules, recording_rules
+from infermeter.rules.render import alert_rules, budget_rules, recording_rules
+
+#: Params fields that are not a single scalar: given by their own flags below
+COMPOUND = ("labels", "budgets", "attribution_labels")
+
+
+def _budget(text: str) -> tuple[str, float]:
+    name, sep, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not sep or not name.strip() or value < 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT, e.g. team-a=5000, got {text!r}")
+    return name.strip(), value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,10 +29,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=Path,
         default=None,
-        help="Directory for recording-rules.yaml and alert-rules.yaml; default: print both.",
+        help="Directory for recording-rules.yaml, alert-rules.yaml and budget-rules.yaml; "
+        "default: print them.",
+    )
+    parser.add_argument(
+        "--budget",
+        type=_budget,
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="Monthly budget of one --budget-label value, in --currency (repeatable).",
+    )
+    parser.add_argument(
+        "--attribution-labels",
+        type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+        default=Params().attribution_labels,
+        metavar="LABEL,...",
+        help="Labels spend is recorded by (the serve --attribute names), besides model. "
+        f"Default: {','.join(Params().attribution_labels)}.",
     )
     for field in dataclasses.fields(Params):
-        if field.name == "labels":
+        if field.name in COMPOUND:
             continue
         default = field.default
         kind = type(default)
@@ -33,12 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     values = {
-        f.name: getattr(args, f.name) for f in dataclasses.fields(Params) if f.name != "labels"
+        f.name: getattr(args, f.name) for f in dataclasses.fields(Params) if f.name not in COMPOUND
     }
-    params = Params(**values)
+    params = Params(**values, budgets=dict(args.budget), attribution_labels=args.attribution_labels)
     outputs = {
         "recording-rules.yaml": recording_rules(params),
         "alert-rules.yaml": alert_rules(params),
+        "budget-rules.yaml": budget_rules(params),
     }
     if args.out is None:
         print("\n---\n".join(outputs.values()), end="")

@@ -49,6 +49,26 @@ class Params:
     engine_down_for: str = "10m"  # longer than an engine's start-up (weights loading)
     # cost
     gpu_hourly_price: float = 2.5  # currency units per GPU-hour
+    # spend (--prices, --attribute): recorded per each of these labels and per model
+    attribution_labels: tuple[str, ...] = ("team", "feature")
+    budget_label: str = "team"  # monthly budgets are per value of this label
+    budgets: dict[str, float] = field(default_factory=dict)  # value -> monthly budget
+    currency: str = "USD"  # of the budgets (must match the prices file's)
+    budget_for: str = "5m"
+    forecast_window: str = "6h"  # "the current rate" of the forecast
+    forecast_for: str = "1h"
+    month_to_date_interval: str = "1m"  # evaluation interval of the month-to-date chain
+    month_to_date_lookback: str = "1d"  # how far back the chain finds its previous value: a
+    # longer Prometheus outage restarts the month's total; longer is costlier every minute
+    # availability SLO: multi-window, multi-burn-rate alerts (SRE workbook, ch. 5)
+    availability_objective: float = 0.999
+    availability_window: str = "30d"
+    availability_error_types: str = (
+        "upstream_connect|upstream_timeout|upstream_http_5xx|stream_error|stream_truncated"
+    )
+    availability_error_codes: str = "429"  # statuses also counted as errors ("": none)
+    burn_page_for: str = "2m"
+    burn_ticket_for: str = "15m"
     runbook_url: str = (
         "https://github.com/infermeter/infermeter/blob/main/deploy/prometheus/runbook.md"
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from infermeter.rules import availability, cost
 from infermeter.rules.params import Params
 
 NM = "namespace, model"
@@ -95,6 +96,8 @@ def recording_groups(params: Params) -> list[dict[str, Any]]:
         {"name": "infermeter.recording", "rules": rules},
         {"name": "infermeter.baselines", "rules": baselines},
         {"name": "infermeter.engine", "rules": engine_recording_rules(params)},
+        *cost.recording(params),
+        *availability.recording(params),
     ]
 
 
@@ -288,9 +291,15 @@ def alert_groups(params: Params) -> list[dict[str, Any]]:
                "The proxy's event loop in {{ $labels.pod }} runs {{ $value | humanizeDuration }} "
                "late at p99: the latencies it measures include its own delay."),
     ]  # fmt: skip
+
+    def alert(*args: str) -> dict[str, Any]:
+        return _alert(params, *args)
+
     return [
         {"name": "infermeter.alerts", "rules": rules},
         {"name": "infermeter.engine.alerts", "rules": engine_alerts(params)},
+        {"name": "infermeter.spend.alerts", "rules": cost.alerts(params, alert)},
+        {"name": "infermeter.availability.alerts", "rules": availability.alerts(params, alert)},
     ]
 
 
@@ -333,3 +342,9 @@ def recording_rules(params: Params | None = None) -> str:
 
 def alert_rules(params: Params | None = None) -> str:
     return _dump(alert_groups(params or Params()))
+
+
+def budget_rules(params: Params | None = None) -> str:
+    """The monthly budgets (rule parameters) as recorded series; the Helm chart renders the
+    same group from its values."""
+    return _dump([cost.budget_group(params or Params())])

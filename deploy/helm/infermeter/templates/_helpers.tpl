@@ -116,9 +116,28 @@ app.kubernetes.io/component: {{ .Values.mode }}
 {{- if and .Values.sidecar.watchProcess (ne .Values.mode "daemonset") }}
 - --watch-process={{ .Values.sidecar.watchProcess }}
 {{- end }}
+{{- if include "infermeter.proxyEnabled" . }}
+{{- range $label, $header := .Values.sidecar.attributes }}
+- --attribute={{ $label }}={{ $header }}
+{{- end }}
+{{- if .Values.sidecar.attributes }}
+- --max-attribute-values={{ .Values.sidecar.maxAttributeValues }}
+{{- if .Values.sidecar.stripAttributeHeaders }}
+- --strip-attribute-headers
+{{- end }}
+{{- end }}
+{{- if and .Values.sidecar.prices (eq .Values.mode "sidecar") }}
+- --prices=/etc/infermeter/prices/prices.yaml
+{{- end }}
+{{- end }}
 {{- range .Values.sidecar.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{/* The prices ConfigMap's name (sidecar.prices). */}}
+{{- define "infermeter.pricesName" -}}
+{{ include "infermeter.fullname" . }}-prices
 {{- end }}
 
 {{/*
@@ -201,11 +220,17 @@ It never requests nvidia.com/gpu.
     {{- else }}
     {{- toYaml .Values.sidecar.securityContext | nindent 4 }}
     {{- end }}
-  {{- if or .Values.sidecar.extraVolumeMounts (include "infermeter.podAttribution" .) }}
+  {{- $prices := and .Values.sidecar.prices (eq .Values.mode "sidecar") }}
+  {{- if or .Values.sidecar.extraVolumeMounts $prices (include "infermeter.podAttribution" .) }}
   volumeMounts:
     {{- if include "infermeter.podAttribution" . }}
     - name: pod-resources
       mountPath: {{ .Values.podAttribution.hostPath }}
+      readOnly: true
+    {{- end }}
+    {{- if $prices }}
+    - name: infermeter-prices
+      mountPath: /etc/infermeter/prices
       readOnly: true
     {{- end }}
     {{- with .Values.sidecar.extraVolumeMounts }}
