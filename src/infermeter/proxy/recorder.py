@@ -2,7 +2,8 @@
 
 Children of each labelled metric are looked up once per (model, api) and cached, so the
 hot path does no label hashing beyond one dict lookup per request. The `model` label is
-capped: after `max_models` distinct values, new ones are recorded as `_other`.
+capped: a model gets its own value once the upstream has answered it with a 2xx (or from
+the operator's allow-list), up to `max_models`; until then, and beyond, it is `_other`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry, Counter
 
 from infermeter import metrics as m
+from infermeter.sanitize import clean_text
 from infermeter.streams.timing import SLO, RequestRecord, is_good
 
 OTHER_MODEL = "_other"
@@ -52,7 +54,13 @@ class Series:
 
 
 class Recorder:
-    def __init__(self, registry: CollectorRegistry, max_models: int, slo: SLO) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        max_models: int,
+        slo: SLO,
+        models: tuple[str, ...] = (),
+    ) -> None:
         self.max_models = max_models
         self.slo = slo
         self._requests = cast(Counter, m.REQUESTS.live(registry))
@@ -72,21 +80,35 @@ class Recorder:
             "goodput": m.GOODPUT.live(registry),
             "drain_aborted": m.DRAIN_ABORTED.live(registry),
         }
-        self._models: set[str] = set()
+        self._models = {clean_text(name, MAX_MODEL_LENGTH) for name in models}
+        self._fixed = bool(models)  # an allow-list: no other model gets a slot
+        self._pool_timeouts = cast(Counter, m.UPSTREAM_POOL_TIMEOUTS.live(registry))
         self._series: dict[tuple[str, str], Series] = {}
         self._codes: dict[tuple[str, str, int], Any] = {}
         self._error_children: dict[tuple[str, str, str], Any] = {}
 
     def model_label(self, model: str | None) -> str:
+        """The label of a model already known: named, or _other until it earns a slot."""
         if not model:
             return UNKNOWN_MODEL
-        model = model[:MAX_MODEL_LENGTH]
         if model in self._models:
             return model
-        if len(self._models) >= self.max_models:
-            return OTHER_MODEL
+        model = clean_text(model, MAX_MODEL_LENGTH)  # valid UTF-8, no controls: scrapes work
+        return model if model in self._models else OTHER_MODEL
+
+    def admit(self, model: str | None) -> bool:
+        """The upstream answered `model` with a 2xx: give it a label slot if one is free.
+
+        Only then, so that names the upstream rejects (a client's junk) cannot fill the
+        slots before the real models come. With an allow-list, slots are fixed at start.
+        """
+        if not model or self._fixed:
+            return False
+        model = clean_text(model, MAX_MODEL_LENGTH)
+        if model in self._models or len(self._models) >= self.max_models:
+            return False
         self._models.add(model)
-        return model
+        return True
 
     def series(self, model: str | None, api: str) -> Series:
         label = self.model_label(model)
@@ -95,6 +117,9 @@ class Recorder:
         if found is None:
             found = self._series[key] = Series(label, api, self._metrics)
         return found
+
+    def pool_timeout(self) -> None:
+        self._pool_timeouts.inc()
 
     def count(self, series: Series, code: int, error_type: str | None) -> None:
         key = (series.model, series.api, code)
