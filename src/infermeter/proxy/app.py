@@ -31,7 +31,7 @@ from infermeter.proxy.upstream import (
 )
 from infermeter.streams.api import Api, api_for_path
 from infermeter.streams.parsers import StreamParser, parser_for
-from infermeter.streams.request_info import RequestInfo, parse_request_body
+from infermeter.streams.request_info import SCAN_LIMIT, RequestInfo, parse_request_body
 from infermeter.streams.timing import Outcome, RequestMeter
 from infermeter.tracing import RequestTrace, Tracing
 
@@ -154,6 +154,7 @@ class ProxyApp:
     ) -> AsyncIterator[bytes]:
         """Forward a request body that arrives in several messages, as it arrives."""
         chunk, more = first, True
+        del first  # the held prefix must not outlive its write
         while more:
             if chunk:
                 yield chunk
@@ -256,7 +257,12 @@ class ProxyApp:
         body: bytes = first.get("body", b"")
         if first.get("more_body", False):
             if not await self._hold_body(body, receive, exchange):
-                return self._stream_body(bytes(exchange.body), receive, exchange, watch)
+                # Too big to hold: send what we have, keep only what the model scan reads.
+                prefix = bytes(exchange.body)
+                del exchange.body[SCAN_LIMIT:]
+                self._held -= exchange.held - len(exchange.body)
+                exchange.held = len(exchange.body)
+                return self._stream_body(prefix, receive, exchange, watch)
             body = bytes(exchange.body)
         exchange.info = parse_request_body(exchange.api, body, path=exchange.path)
         self._body_done(exchange, watch, body)
