@@ -91,6 +91,11 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
             super().data_received(data)
             if self._g_rejected:
                 return
+            if self._g_timer is None and self._g_reading_body():
+                # armed only when a body is still to come after a read: most bodies come
+                # whole with their head, and cost no timer
+                self._g_last_body = self.loop.time()
+                self._g_timer = self.loop.call_later(limits.body_timeout, self._g_body_check)
             if in_head and self._g_in_head:  # all of `data` was head: httptools holds it
                 self._g_head_bytes += len(data)
                 if self._g_head_bytes > limits.head_max_bytes:
@@ -139,9 +144,6 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
                 return
             self._g_headers_done = True
             super().on_headers_complete()
-            if _has_body(self.headers):
-                self._g_last_body = self.loop.time()
-                self._g_timer = self.loop.call_later(limits.body_timeout, self._g_body_check)
 
         def on_body(self, body: bytes) -> None:
             if self._g_rejected:

@@ -28,7 +28,7 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         default = field.default
         if isinstance(default, tuple):
-            default = ",".join(default) or "(all)"
+            default = ",".join(default) or ("(all)" if name == "gpus" else "(none)")
         elif default is None:
             default = "(unset)"
         elif isinstance(default, bool):

@@ -468,6 +468,8 @@ class ProxyApp:
         if info is None or not self._recorder.admit(info.model):
             return series
         promoted = exchange.series = self._recorder.series(info.model, exchange.api)
+        if exchange.trace is not None:
+            exchange.trace.relabel(promoted.model)
         if exchange.in_flight is not None:
             exchange.in_flight.dec()
             exchange.in_flight = promoted.child("in_flight")
