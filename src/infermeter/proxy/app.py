@@ -195,6 +195,9 @@ class ProxyApp:
             self._release(exchange)
             self._finish_early(exchange, *_gone(scope), t0)
             return
+        except BaseException:  # cancelled (shutdown): the held bytes must not leak
+            self._release(exchange)
+            raise
 
         raw_path: bytes = scope.get("raw_path") or path.encode()
         target = self._base_path + raw_path.decode("latin-1")
