@@ -17,6 +17,8 @@ from infermeter.proxy.upstream import (
     KEEPALIVE_SECONDS,
     ConnectError,
     Disconnected,
+    HeadTooLarge,
+    PoolTimeout,
     ReadTimeout,
     Response,
     UpstreamClient,
@@ -77,6 +79,8 @@ async def serve(handler: Handler) -> tuple[Upstream, str]:
 def client(url: str, **kw: float) -> UpstreamClient:
     c = UpstreamClient(
         pool_size=int(kw.get("pool_size", 8)),
+        pool_timeout=kw.get("pool_timeout", 10.0),
+        head_max_bytes=int(kw.get("head_max_bytes", 64 * 1024)),
         connect_timeout=kw.get("connect_timeout", 2.0),
         read_timeout=kw.get("read_timeout", 5.0),
         total_timeout=kw.get("total_timeout", 0.0),
@@ -401,6 +405,71 @@ def test_client_cancellation_closes_the_connection() -> None:
             await reading
         r.release()
         assert c.open_connections == 0
+        server.close()
+
+    run(main())
+
+
+def test_a_response_head_over_the_limit_fails_and_closes() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):
+            writer.write(b"X-%d: %b\r\n" % (i, b"h" * 1000))
+            await writer.drain()
+
+    async def one_big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)  # a single header larger than the limit, in one write
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n")
+
+    async def main() -> None:
+        for handler in (endless, one_big):
+            server, url = await serve(handler)
+            c = client(url, head_max_bytes=4096)
+            with pytest.raises(HeadTooLarge):
+                await c.request("GET", "/", [], None)
+            assert c.open_connections == 0
+            server.close()
+
+    run(main())
+
+
+def test_bytes_beyond_a_complete_response_close_the_connection() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA BYTES")
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        for _ in range(3):
+            assert await body_of(await c.request("GET", "/", [], None)) == b"ok"
+        assert connections == 3
+        server.close()
+
+    run(main())
+
+
+def test_waiting_for_a_full_pool_ends_after_the_pool_timeout() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        server, url = await serve(slow)
+        c = client(url, pool_size=1, pool_timeout=0.2)
+        busy = asyncio.ensure_future(c.request("GET", "/", [], None))
+        await asyncio.sleep(0.05)
+        with pytest.raises(PoolTimeout):
+            await c.request("GET", "/", [], None)
+        busy.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await busy
         server.close()
 
     run(main())
