@@ -61,8 +61,11 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
     class Guarded(HttpToolsProtocol):
         _g_in_head = True  # reading a request head (the first one from the connection on)
         _g_headers_done = False  # the head of the current request is complete
-        _g_head_bytes = 0
+        _g_head_bytes = 0  # bytes read while in the head (httptools holds them)
+        _g_head_size = 0  # request line and header fields, as parsed
         _g_headers = 0
+        _g_hosts = 0
+        _g_head_start = 0.0
         _g_since_body = 0  # bytes read in the body phase that were not body (trailers)
         _g_body_seen = False
         _g_timer: asyncio.TimerHandle | None = None
@@ -86,24 +89,33 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
                 return
             self._g_got_bytes = True
             in_head = self._g_in_head
-            in_body = self._g_reading_body()
+            in_body = self._g_headers_done and self.cycle.more_body
             self._g_body_seen = False
             super().data_received(data)
             if self._g_rejected:
                 return
-            if self._g_timer is None and self._g_reading_body():
-                # armed only when a body is still to come after a read: most bodies come
-                # whole with their head, and cost no timer
-                self._g_last_body = self.loop.time()
-                self._g_timer = self.loop.call_later(limits.body_timeout, self._g_body_check)
-            if in_head and self._g_in_head:  # all of `data` was head: httptools holds it
-                self._g_head_bytes += len(data)
-                if self._g_head_bytes > limits.head_max_bytes:
-                    self._g_refuse(431, "head_too_large", "request header fields too large")
-            elif in_body and self._g_reading_body() and not self._g_body_seen:
-                self._g_since_body += len(data)  # chunk framing and trailers, no body
-                if self._g_since_body > limits.head_max_bytes:
-                    self._g_refuse(431, "head_too_large", "request trailers too large")
+            # Timers are armed only when a head or body is still incomplete after a read:
+            # most requests come whole in one read and cost no timer.
+            if self._g_in_head:
+                if in_head:  # all of `data` was head: httptools holds it
+                    self._g_head_bytes += len(data)
+                    if self._g_head_bytes > limits.head_max_bytes:
+                        self._g_refuse(431, "head_too_large", "request header fields too large")
+                        return
+                if self._g_timer is None:
+                    due = self._g_head_start + limits.header_timeout
+                    self._g_timer = self.loop.call_at(due, self._g_head_expired)
+            elif self._g_headers_done and self.cycle.more_body:  # a body still to come
+                if self._g_body_seen:
+                    self._g_last_body = self.loop.time()
+                elif in_body:
+                    self._g_since_body += len(data)  # chunk framing and trailers, no body
+                    if self._g_since_body > limits.head_max_bytes:
+                        self._g_refuse(431, "head_too_large", "request trailers too large")
+                        return
+                if self._g_timer is None:
+                    self._g_last_body = self.loop.time()
+                    self._g_timer = self.loop.call_later(limits.body_timeout, self._g_body_check)
 
         def _g_reading_body(self) -> bool:
             return self._g_headers_done and self.cycle is not None and self.cycle.more_body
@@ -113,30 +125,38 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
             super().on_message_begin()
             self._g_in_head = True
             self._g_headers_done = False
-            self._g_head_bytes = self._g_headers = self._g_since_body = 0
-            if self._g_timer is None:
-                self._g_arm_head()
+            self._g_head_bytes = self._g_head_size = self._g_headers = self._g_hosts = 0
+            self._g_since_body = 0
+            if self._g_timer is None:  # a keep-alive request: its head timer starts now
+                self._g_head_start = self.loop.time()
 
         def on_header(self, name: bytes, value: bytes) -> None:
-            if self._g_rejected or self._g_headers_done:
+            # uvicorn's on_header inlined (lower-case name, note Expect: 100-continue):
+            # this runs for every header of every request, and a super() call costs.
+            if self._g_headers_done or self._g_rejected:
                 return  # a trailer: dropped, as nginx and Envoy do
             self._g_headers += 1
             if self._g_headers > limits.max_headers:
                 self._g_refuse(431, "too_many_headers", "too many request header fields")
                 return
-            super().on_header(name, value)
+            self._g_head_size += len(name) + len(value) + 4
+            name = name.lower()
+            if name == b"host":
+                self._g_hosts += 1
+            elif name == b"expect" and value.lower() == b"100-continue":
+                self.expect_100_continue = True
+            self.headers.append((name, value))
 
         def on_headers_complete(self) -> None:
             if self._g_rejected:
                 return
             self._g_in_head = False
             self._g_cancel()
-            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-            if size > limits.head_max_bytes:
+            if len(self.url) + self._g_head_size > limits.head_max_bytes:
                 self._g_refuse(431, "head_too_large", "request header fields too large")
                 return
-            hosts = sum(1 for name, _ in self.headers if name == b"host")
-            if hosts > 1 or (hosts == 0 and self.parser.get_http_version() == "1.1"):
+            hosts = self._g_hosts
+            if hosts != 1 and (hosts > 1 or self.parser.get_http_version() == "1.1"):
                 self._g_refuse(400, "bad_host", "a request needs exactly one Host header")
                 return
             if self.parser.should_upgrade() and _has_body(self.headers):
@@ -148,9 +168,8 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
         def on_body(self, body: bytes) -> None:
             if self._g_rejected:
                 return
-            self._g_body_seen = True
+            self._g_body_seen = True  # data_received notes the time, if it matters
             self._g_since_body = 0
-            self._g_last_body = self.loop.time()
             super().on_body(body)
 
         def on_message_complete(self) -> None:
@@ -169,6 +188,7 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
         # --- timers and refusals ------------------------------------------------------------
         def _g_arm_head(self) -> None:
             self._g_cancel()
+            self._g_head_start = self.loop.time()
             self._g_timer = self.loop.call_later(limits.header_timeout, self._g_head_expired)
 
         def _g_head_expired(self) -> None:
