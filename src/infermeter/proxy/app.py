@@ -466,11 +466,16 @@ class ProxyApp:
         return gap
 
     def _promote(self, exchange: _Exchange, series: Series) -> Series:
-        """A 2xx for a model without a slot: give it one if free, and move this request."""
+        """A 2xx for a model without a slot: give it one if free, and move this request
+        (also when a concurrent first request of the same model just got the slot)."""
         info = exchange.info
-        if info is None or not self._recorder.admit(info.model):
+        if info is None or not info.model:
             return series
-        promoted = exchange.series = self._recorder.series(info.model, exchange.api)
+        self._recorder.admit(info.model)
+        promoted = self._recorder.series(info.model, exchange.api)
+        if promoted is series:
+            return series
+        exchange.series = promoted
         if exchange.trace is not None:
             exchange.trace.relabel(promoted.model)
         if exchange.in_flight is not None:
