@@ -171,11 +171,16 @@ def test_slow_and_silent_clients_are_timed_out_on_both_ports(tmp_path: Path) -> 
             data, took = wait_closed(upload, 10)
         assert status_of(data) == 408
         assert took < 5
+        with connect(sidecar.port) as upload:  # the metrics port too (its answer came first)
+            upload.sendall(b"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab")
+            data, took = wait_closed(upload, 10)
+        assert took < 5
         text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="408")
     assert value(text, "infermeter_requests_total", code="499") is None
     assert upstream.seen == []  # a stalled upload never reached the upstream
-    for reason in ("header_timeout", "body_timeout"):
-        assert value(text, "infermeter_http_rejected_total", listener="proxy", reason=reason)
+    for listener in ("proxy", "metrics"):
+        for reason in ("header_timeout", "body_timeout"):
+            assert value(text, "infermeter_http_rejected_total", listener=listener, reason=reason)
 
 
 def _slowly(data: bytes, pause: float) -> Iterator[bytes]:
