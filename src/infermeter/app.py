@@ -22,6 +22,7 @@ from typing import Any, cast
 import uvicorn
 from prometheus_client import (
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     PlatformCollector,
@@ -39,6 +40,7 @@ from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
 from infermeter.gpu.poller import GpuPoller
+from infermeter.guard import Limits, guarded_protocol, proxy_connection_budget
 from infermeter.kubelet.collector import KubeletCollector
 from infermeter.kubelet.poller import PodResourcesPoller
 from infermeter.loop_lag import watch_lag
@@ -95,14 +97,16 @@ class Sidecar:
             parts.append(KubeletCollector(self.kubelet))
         parts.append(ProcessCollector(settings.watch_pid, settings.watch_process))
         self.registry.register(CollectorSet(parts))
+        self.rejected = cast(Counter, m.HTTP_REJECTED.live(self.registry))
         self.proxy: ProxyApp | None = None
         self.proxy_server: _ProxyServer | None = None
         self.tracing: Tracing | None = None
         self.recorder: Recorder | None = None
         if settings.upstream is not None:
             self._build_proxy(settings, settings.upstream)
-        # engine models share the proxy's model cap: one set of model names overall
-        labeller = self.recorder.model_label if self.recorder is not None else None
+        # engine models share the proxy's model cap (one set of names overall); a model the
+        # engine reports is served, so it takes a slot without waiting for a 2xx
+        labeller = self.recorder.engine_model_label if self.recorder is not None else None
         self.engine = make_engine_fetcher(settings, labeller)
         if self.engine is not None:
             parts.append(EngineCollector(self.engine))  # CollectorSet reads this same list
@@ -110,9 +114,34 @@ class Sidecar:
         if settings.metrics_tls_cert_file and settings.metrics_tls_key_file:
             tls = (str(settings.metrics_tls_cert_file), str(settings.metrics_tls_key_file))
         self.metrics_server = MetricsServer(
-            settings.metrics_listen, self.registry, self.readiness, metrics_auth(settings), tls
+            settings.metrics_listen,
+            self.registry,
+            self.readiness,
+            metrics_auth(settings),
+            tls,
+            self._protocol("metrics", settings.metrics_max_connections),
         )
         self.stopping = False
+
+    def _protocol(self, listener: str, max_connections: int) -> type[asyncio.Protocol]:
+        """uvicorn's HTTP protocol with our limits on head, timeouts and connections."""
+        settings = self.settings
+        limits = Limits(
+            head_max_bytes=settings.request_head_max_bytes,
+            max_headers=settings.request_max_headers,
+            header_timeout=settings.request_header_timeout,
+            body_timeout=settings.request_body_timeout,
+            max_connections=max_connections,
+        )
+        children: dict[str, Any] = {}
+
+        def reject(reason: str) -> None:
+            child = children.get(reason)
+            if child is None:
+                child = children[reason] = self.rejected.labels(listener, reason)
+            child.inc()
+
+        return guarded_protocol(limits, reject)
 
     def _build_proxy(self, settings: Settings, upstream: str) -> None:
         attribution = Attribution(
@@ -124,23 +153,45 @@ class Sidecar:
             SLO(ttft=settings.slo_ttft, tpot=settings.slo_tpot, e2e=settings.slo_e2e),
             attribution,
             load_prices(settings.prices) if settings.prices is not None else None,
+            settings.models,
         )
         self.recorder = recorder
         client = UpstreamClient(
             pool_size=settings.upstream_pool_size,
+            pool_timeout=settings.upstream_pool_timeout,
+            head_max_bytes=settings.upstream_head_max_bytes,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             total_timeout=settings.upstream_timeout,
         )
         self.tracing = make_tracing(settings, upstream)
         strip = attribution.headers if settings.strip_attribute_headers else frozenset()
-        self.proxy = ProxyApp(upstream, client, recorder, tracing=self.tracing, strip_headers=strip)
+        self.proxy = ProxyApp(
+            upstream,
+            client,
+            recorder,
+            tracing=self.tracing,
+            strip_headers=strip,
+            buffer_budget=settings.request_buffer_max_bytes,
+        )
         self.lag = cast(Histogram, m.EVENT_LOOP_LAG.live(self.registry))
         self.tasks = cast(Gauge, m.EVENT_LOOP_TASKS.live(self.registry))
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        connections = proxy_connection_budget(
+            settings.max_connections,
+            FD_LIMIT_CAP if fd_limit == resource.RLIM_INFINITY else fd_limit,
+            settings.metrics_max_connections,
+        )
+        if connections < settings.max_connections:
+            log.warning(
+                "max_connections lowered to fit the open-file limit",
+                extra={"max_connections": connections, "open_files": fd_limit},
+            )
         config = uvicorn.Config(
             self.proxy,
             loop="none",  # we own the loop
-            http="httptools" if _has("httptools") else "h11",
+            http=self._protocol("proxy", connections),
+            ws="none",  # upgrades are not tunnelled
             lifespan="on",
             log_config=None,
             access_log=False,
@@ -265,14 +316,6 @@ def make_tracing(settings: Settings, upstream: str) -> Tracing | None:
                "sample_ratio": settings.trace_sample_ratio},
     )  # fmt: skip
     return Tracing(config, upstream)
-
-
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

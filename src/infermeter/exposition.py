@@ -6,6 +6,7 @@ never runs on (and never stalls) the proxy's event loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -73,6 +74,7 @@ class MetricsServer:
         readiness: Readiness,
         auth: MetricsAuth | None = None,
         tls: tuple[str, str] | None = None,
+        protocol: type[asyncio.Protocol] | str = "auto",
     ):
         self.address = address
         config = uvicorn.Config(
@@ -82,6 +84,8 @@ class MetricsServer:
             log_config=None,
             access_log=False,
             lifespan="off",
+            http=protocol,
+            ws="none",
             server_header=False,
             timeout_graceful_shutdown=2,
         )

@@ -2,7 +2,8 @@
 
 Children of each labelled metric are looked up once per (model, api) and cached, so the
 hot path does no label hashing beyond one dict lookup per request. The `model` label is
-capped: after `max_models` distinct values, new ones are recorded as `_other`.
+capped: a model gets its own value once the upstream has answered it with a 2xx (or from
+the operator's allow-list), up to `max_models`; until then, and beyond, it is `_other`.
 
 The counters (requests, errors, tokens, cost) also carry the `--attribute` labels (team,
 feature, ...), whose values the request's headers give; the latency histograms do not, so
@@ -19,6 +20,7 @@ from infermeter import metrics as m
 from infermeter.attribution import MISSING, Attribution
 from infermeter.labelcap import LabelCap
 from infermeter.prices import Price, PriceBook
+from infermeter.sanitize import clean_text
 from infermeter.streams.timing import SLO, RequestRecord, is_good
 
 OTHER_MODEL = "_other"
@@ -69,6 +71,7 @@ class Recorder:
         slo: SLO,
         attribution: Attribution | None = None,
         prices: PriceBook | None = None,
+        models: tuple[str, ...] = (),
     ) -> None:
         self.max_models = max_models
         self.slo = slo
@@ -111,13 +114,35 @@ class Recorder:
                 "cost_estimated": attributed(m.COST_ESTIMATED),
             }
         self._counter_children: dict[tuple[str, str, str, str, Attrs], Any] = {}
-        self._models = LabelCap(max_models, OTHER_MODEL)
+        self._models = LabelCap(
+            max_models, OTHER_MODEL, (clean_text(name, MAX_MODEL_LENGTH) for name in models)
+        )
+        self._pool_timeouts = cast(Counter, m.UPSTREAM_POOL_TIMEOUTS.live(registry))
         self._series: dict[tuple[str, str], Series] = {}
 
     def model_label(self, model: str | None) -> str:
+        """The label of a model already known: named, or _other until it earns a slot."""
         if not model:
             return UNKNOWN_MODEL
-        return self._models(model[:MAX_MODEL_LENGTH])
+        if model in self._models:  # fast path: known (and so already clean)
+            return model
+        # valid UTF-8, no controls: scrapes work
+        return self._models.get(clean_text(model, MAX_MODEL_LENGTH))
+
+    def admit(self, model: str | None) -> bool:
+        """The upstream answered `model` with a 2xx: give it a label slot if one is free.
+
+        Only then, so that names the upstream rejects (a client's junk) cannot fill the
+        slots before the real models come. With an allow-list, slots are fixed at start.
+        """
+        if not model:
+            return False
+        return self._models.admit(clean_text(model, MAX_MODEL_LENGTH))
+
+    def engine_model_label(self, model: str) -> str:
+        """The label of a model the engine itself reports: served, so it may take a slot."""
+        clean = clean_text(model, MAX_MODEL_LENGTH)
+        return clean if self._models.admit(clean) else OTHER_MODEL
 
     def series(self, model: str | None, api: str) -> Series:
         label = self.model_label(model)
@@ -130,6 +155,9 @@ class Recorder:
     def attrs(self, headers: Any) -> Attrs:
         """Attribute label values of a request, from its raw (ASGI) headers."""
         return self.attribution.values(headers)
+
+    def pool_timeout(self) -> None:
+        self._pool_timeouts.inc()
 
     def price(self, model: str | None) -> Price | None:
         """The price of a request's model (by its own name, not its capped label)."""
