@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -131,10 +133,12 @@ def run_sidecar(
     ready: bool = True,
     upstream: str | None = None,
     prefix: tuple[str, ...] = (),
+    open_files: int | None = None,
 ) -> Iterator[Sidecar]:
     """The real sidecar; with `upstream`, its proxy listens on a free loopback port.
 
-    `prefix`: a command to run it under (e.g. taskset)."""
+    `prefix`: a command to run it under (e.g. taskset); `open_files`: its soft and hard
+    limit on open files (as a container runtime may set)."""
     port = free_port()
     proxy_port = None
     if upstream is not None:
@@ -153,6 +157,7 @@ def run_sidecar(
             stdout=sink,
             stderr=subprocess.STDOUT,
             env=environ,
+            preexec_fn=None if open_files is None else partial(_limit_files, open_files),
         )
     sidecar = Sidecar(proc, port, log, proxy_port)
     try:
@@ -161,6 +166,10 @@ def run_sidecar(
         yield sidecar
     finally:
         sidecar.stop()
+
+
+def _limit_files(count: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
 
 
 @contextmanager

@@ -78,10 +78,42 @@ def test_response_headers_drop_hop_by_hop() -> None:
     ]
 
 
-def test_model_label_is_capped() -> None:
+def test_model_label_is_capped_and_earned_by_a_2xx() -> None:
     recorder = Recorder.private(max_models=2, slo=SLO(None, None, None))
+    assert recorder.model_label("a") == OTHER_MODEL  # not answered yet: no slot
+    assert [recorder.admit(m) for m in ("a", "b", "c", "a", None, "x" * 500)] == [
+        True,
+        True,
+        False,
+        True,  # "a" has its slot already
+        False,
+        False,
+    ]
     labels = [recorder.model_label(m) for m in ("a", "b", "c", "a", None, "x" * 500)]
     assert labels == ["a", "b", OTHER_MODEL, "a", UNKNOWN_MODEL, OTHER_MODEL]
+
+
+def test_an_allow_list_fixes_the_model_labels() -> None:
+    recorder = Recorder.private(64, SLO(None, None, None), models=("a", "b"))
+    assert not recorder.admit("c")
+    labels = [recorder.model_label(m) for m in ("a", "b", "c")]
+    assert labels == ["a", "b", OTHER_MODEL]
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"),
+    [
+        ("\ud800", "\ufffd"),
+        ("a\nb\x00c\x7f\x85", "a\ufffdb\ufffdc\ufffd\ufffd"),
+        ("ok-model", "ok-model"),
+        ("é" * 300, "é" * 200),
+    ],
+)
+def test_model_labels_are_valid_utf8_without_controls(raw: str, label: str) -> None:
+    recorder = Recorder.private(64, SLO(None, None, None))
+    assert recorder.admit(raw)
+    assert recorder.model_label(raw) == label
+    label.encode("utf-8")  # would raise on a surrogate
 
 
 class ExplodingParser:

@@ -56,6 +56,15 @@ def test_slo_settings_switch_off_with_none() -> None:
         ),
         ({"upstream_read_timeout": "-2"}, "invalid setting upstream_read_timeout"),
         ({"drain_timeout": "soon"}, "invalid setting drain_timeout (--drain-timeout='soon')"),
+        ({"request_head_max_bytes": "100"}, "invalid setting request_head_max_bytes"),
+        ({"request_max_headers": "2"}, "invalid setting request_max_headers"),
+        ({"request_header_timeout": "0"}, "invalid setting request_header_timeout"),
+        ({"request_body_timeout": "-1"}, "invalid setting request_body_timeout"),
+        ({"max_connections": "0"}, "invalid setting max_connections"),
+        ({"metrics_max_connections": "x"}, "invalid setting metrics_max_connections"),
+        ({"upstream_pool_timeout": "0"}, "invalid setting upstream_pool_timeout"),
+        ({"upstream_head_max_bytes": "10"}, "invalid setting upstream_head_max_bytes"),
+        ({"request_buffer_max_bytes": "-1"}, "invalid setting request_buffer_max_bytes"),
     ],
 )
 def test_proxy_settings_validation(source: dict[str, str], message: str) -> None:
@@ -293,3 +302,13 @@ def test_broken_prices_file_names_the_setting(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("infermeter: invalid setting prices (--prices=")
     assert "models['m'].prompt: expected a finite number >= 0" in result.stderr
+
+
+def test_models_allow_list_from_flag_env_and_file(tmp_path: Path) -> None:
+    assert load_settings({"models": "a, b,,c"}, environ={}).models == ("a", "b", "c")
+    assert load_settings({}, environ={"INFERMETER_MODELS": "x"}).models == ("x",)
+    config = tmp_path / "c.yaml"
+    config.write_text("models: [llama, qwen]\nrequest_head_max_bytes: 65536\n")
+    settings = load_settings({}, environ={}, config_path=str(config))
+    assert settings.models == ("llama", "qwen")
+    assert settings.request_head_max_bytes == 65536

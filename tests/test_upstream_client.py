@@ -17,6 +17,8 @@ from infermeter.proxy.upstream import (
     KEEPALIVE_SECONDS,
     ConnectError,
     Disconnected,
+    HeadTooLarge,
+    PoolTimeout,
     ReadTimeout,
     Response,
     UpstreamClient,
@@ -77,6 +79,8 @@ async def serve(handler: Handler) -> tuple[Upstream, str]:
 def client(url: str, **kw: float) -> UpstreamClient:
     c = UpstreamClient(
         pool_size=int(kw.get("pool_size", 8)),
+        pool_timeout=kw.get("pool_timeout", 10.0),
+        head_max_bytes=int(kw.get("head_max_bytes", 64 * 1024)),
         connect_timeout=kw.get("connect_timeout", 2.0),
         read_timeout=kw.get("read_timeout", 5.0),
         total_timeout=kw.get("total_timeout", 0.0),
@@ -244,25 +248,48 @@ def test_body_until_close_is_complete_but_a_cut_length_is_a_disconnect() -> None
     run(main())
 
 
-def test_stale_pooled_connection_is_retried_once_on_a_new_one() -> None:
-    connections = 0
+def _stale_after_one_answer(received: list[bytes]) -> Handler:
+    """An upstream that promises keep-alive, then on the next request reads all of it and
+    closes without answering (an idle-timeout race, or a crash mid-request)."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        await read_request(reader)
-        # Promises keep-alive, then closes as the next request arrives (an idle timeout race).
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        await reader.read(1)
-        writer.transport.abort()
+        while True:
+            head, _ = await read_request(reader)
+            received.append(head)
+            if len(received) % 2 == 0:
+                writer.transport.abort()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    return handler
+
+
+def test_stale_pooled_connection_is_retried_once_for_an_idempotent_request() -> None:
+    received: list[bytes] = []
 
     async def main() -> None:
-        server, url = await serve(handler)
+        server, url = await serve(_stale_after_one_answer(received))
+        c = client(url)
+        assert await body_of(await c.request("GET", "/", [], None)) == b"ok"
+        assert await body_of(await c.request("GET", "/", [], None)) == b"ok"
+        assert len(received) == 3  # the second GET went twice: once lost, once answered
+        server.close()
+
+    run(main())
+
+
+def test_a_generation_that_reached_the_upstream_is_never_sent_twice() -> None:
+    received: list[bytes] = []
+
+    async def main() -> None:
+        server, url = await serve(_stale_after_one_answer(received))
         c = client(url)
         assert await body_of(await c.request("POST", "/", [], b"1")) == b"ok"
-        assert await body_of(await c.request("POST", "/", [], b"2")) == b"ok"
-        assert connections == 2
+        with pytest.raises(Disconnected):
+            await c.request("POST", "/v1/chat/completions", [], b'{"model":"m"}')
+        posts = [head for head in received if head.startswith(b"POST /v1/chat")]
+        assert len(posts) == 1
         server.close()
 
     run(main())
@@ -378,6 +405,71 @@ def test_client_cancellation_closes_the_connection() -> None:
             await reading
         r.release()
         assert c.open_connections == 0
+        server.close()
+
+    run(main())
+
+
+def test_a_response_head_over_the_limit_fails_and_closes() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):
+            writer.write(b"X-%d: %b\r\n" % (i, b"h" * 1000))
+            await writer.drain()
+
+    async def one_big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)  # a single header larger than the limit, in one write
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 5000 + b"\r\n\r\n")
+
+    async def main() -> None:
+        for handler in (endless, one_big):
+            server, url = await serve(handler)
+            c = client(url, head_max_bytes=4096)
+            with pytest.raises(HeadTooLarge):
+                await c.request("GET", "/", [], None)
+            assert c.open_connections == 0
+            server.close()
+
+    run(main())
+
+
+def test_bytes_beyond_a_complete_response_close_the_connection() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA BYTES")
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        for _ in range(3):
+            assert await body_of(await c.request("GET", "/", [], None)) == b"ok"
+        assert connections == 3
+        server.close()
+
+    run(main())
+
+
+def test_waiting_for_a_full_pool_ends_after_the_pool_timeout() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        server, url = await serve(slow)
+        c = client(url, pool_size=1, pool_timeout=0.2)
+        busy = asyncio.ensure_future(c.request("GET", "/", [], None))
+        await asyncio.sleep(0.05)
+        with pytest.raises(PoolTimeout):
+            await c.request("GET", "/", [], None)
+        busy.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await busy
         server.close()
 
     run(main())

@@ -125,7 +125,10 @@ class Family:
         self.decl = decl
         self._sink = sink
         self._children: dict[Labels, Any] = {}
-        self._only: Any = self.labels() if not decl.labels else None
+        self._only: Any = None
+        if not decl.labels:  # shown at 0 from the start, as prometheus_client does
+            self._only = self.labels()
+            self._only._touch()
 
     def labels(self, *values: str) -> Any:
         found = self._children.get(values)

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 
 from infermeter import __version__
 from infermeter import metrics as m
+from infermeter.accumulators import Store
 from infermeter.collectors import CollectorSet, Part
 from infermeter.cpus import resolve_workers
 from infermeter.engine.collector import EngineCollector
@@ -36,6 +37,7 @@ from infermeter.exposition import MetricsServer
 from infermeter.gpu import nvml
 from infermeter.gpu.collector import GpuCollector
 from infermeter.gpu.poller import GpuPoller
+from infermeter.guard import counting, guarded_protocol, settings_limits
 from infermeter.kubelet.collector import KubeletCollector
 from infermeter.kubelet.poller import PodResourcesPoller
 from infermeter.merge import Merger
@@ -43,7 +45,7 @@ from infermeter.metrics_auth import metrics_auth
 from infermeter.net import StartupError, bind
 from infermeter.process import ProcessCollector
 from infermeter.proxy.model_slots import ModelSlots
-from infermeter.proxy.recorder import label_model
+from infermeter.proxy.recorder import allow_list, label_model
 from infermeter.render import Renderer, exposition
 from infermeter.runtime import FD_LIMIT_CAP, loop_factory, raise_fd_limit
 from infermeter.settings import DEFAULT_POD_RESOURCES_SOCKET, Settings
@@ -98,12 +100,18 @@ class Sidecar:
             ProcessCollector(settings.watch_pid, settings.watch_process, children=self._pids)
         )
         self.registry.register(CollectorSet(parts))
+        # The supervisor's own accumulators (the metrics port's refusals), merged as
+        # source 0 with the workers' (their proxy port's refusals share the family).
+        self.own = Store()
+        self.rejected = self.own.live(m.HTTP_REJECTED)
+        self.merger.declare(self.own.declarations())
         self.slots: ModelSlots | None = None
         labeller = None
         if settings.upstream is not None:
-            self.slots = ModelSlots.create(settings.max_models)
+            self.slots = ModelSlots.create(settings.max_models, fixed=allow_list(settings.models))
             labeller = partial(label_model, self.slots)
-        # engine models share the proxy's model cap: one set of model names overall
+        # engine models share the proxy's model cap (one set of names overall); a model the
+        # engine reports is served, so it takes a slot without waiting for a 2xx
         self.engine = make_engine_fetcher(settings, labeller)
         if self.engine is not None:
             parts.append(EngineCollector(self.engine))  # CollectorSet reads this same list
@@ -111,7 +119,15 @@ class Sidecar:
         if settings.metrics_tls_cert_file and settings.metrics_tls_key_file:
             tls = (str(settings.metrics_tls_cert_file), str(settings.metrics_tls_key_file))
         self.metrics_server = MetricsServer(
-            settings.metrics_listen, self.render, self.readiness, metrics_auth(settings), tls
+            settings.metrics_listen,
+            self.render,
+            self.readiness,
+            metrics_auth(settings),
+            tls,
+            guarded_protocol(
+                settings_limits(settings, settings.metrics_max_connections),
+                counting(self.rejected, "metrics"),
+            ),
         )
         self.stopping = False
 
@@ -119,6 +135,7 @@ class Sidecar:
         return self.pool.pids() if self.pool is not None else []
 
     def render(self, openmetrics: bool, names: frozenset[str] | None) -> bytes:
+        self.merger.update(0, self.own.take_copy())
         return exposition(self.registry, self.renderer, self.tail, openmetrics, names)
 
     def readiness(self) -> tuple[bool, str]:

@@ -112,6 +112,7 @@ class MetricsServer:
         readiness: Readiness,
         auth: MetricsAuth | None = None,
         tls: tuple[str, str] | None = None,
+        protocol: type[asyncio.Protocol] | str = "auto",
     ):
         self.address = address
         config = uvicorn.Config(
@@ -121,6 +122,8 @@ class MetricsServer:
             log_config=None,
             access_log=False,
             lifespan="off",
+            http=protocol,
+            ws="none",
             server_header=False,
             timeout_graceful_shutdown=2,
         )

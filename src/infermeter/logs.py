@@ -13,6 +13,8 @@ from typing import Literal
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
+from infermeter.sanitize import LOG_VALUE_LIMIT, clip
+
 _STANDARD = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName", "color_message"}
 
 
@@ -25,6 +27,20 @@ def _quote(value: object) -> str:
     if text == "" or any(c in text for c in ' "=\n'):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return text
+
+
+class ClipValues(logging.Filter):
+    """Cut long messages and fields: a library may log a client's 100 KB header whole
+    (OpenTelemetry's baggage propagator does), and one request must not make a huge line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > LOG_VALUE_LIMIT:
+            record.msg, record.args = clip(message), None
+        for key, value in _fields(record).items():
+            if isinstance(value, str) and len(value) > LOG_VALUE_LIMIT:
+                setattr(record, key, clip(value))
+        return True
 
 
 class PlainFormatter(logging.Formatter):
@@ -57,6 +73,7 @@ def configure(fmt: Literal["plain", "json"], level: str) -> None:
         )
     else:
         handler.setFormatter(PlainFormatter())
+    handler.addFilter(ClipValues())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -392,6 +392,19 @@ ENGINE_PREEMPTIONS = _engine(
     "counter",
     "Requests the engine preempted (or retracted) to free KV cache.",
 )
+HTTP_REJECTED = MetricSpec(
+    "infermeter_http_rejected_total",
+    "counter",
+    "Connections and requests refused by the sidecar's own HTTP limits, by port (listener: "
+    "proxy, metrics) and reason (head_too_large, too_many_headers, header_timeout, "
+    "body_timeout, connection_limit, bad_host, upgrade_with_body, bad_request).",
+    ("listener", "reason"),
+)
+UPSTREAM_POOL_TIMEOUTS = MetricSpec(
+    "infermeter_upstream_pool_timeouts_total",
+    "counter",
+    "Requests answered 503 because no upstream connection was free within --upstream-pool-timeout.",
+)
 
 # --- collectors and the sidecar itself -------------------------------------------------------
 COLLECTOR_DURATION = MetricSpec(

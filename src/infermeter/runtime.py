@@ -27,14 +27,6 @@ def raise_fd_limit() -> int:
     return target
 
 
-def has_module(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     try:
         import uvloop

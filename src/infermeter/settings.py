@@ -143,6 +143,57 @@ class Settings(BaseModel):
         description="Inference engine behind --engine-metrics; auto: recognised from its "
         "metric names. ollama: it has no /metrics, nothing is fetched.",
     )
+    upstream_pool_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a request may wait for a free upstream connection when the pool "
+        "is full; then 503 (counted in infermeter_upstream_pool_timeouts_total).",
+    )
+    upstream_head_max_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest upstream response head (status line and headers), bytes; larger: 502.",
+    )
+    request_head_max_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest client request head (request line and headers), bytes, on both "
+        "ports; larger: 431.",
+    )
+    request_max_headers: int = Field(
+        default=100,
+        ge=8,
+        description="Most header fields in a client request, on both ports; more: 431.",
+    )
+    request_header_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds a client may take to send a whole request head (from the "
+        "connection or the request's first byte), on both ports; then 408.",
+    )
+    request_body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a client may stay silent while sending a request body; then 408.",
+    )
+    request_buffer_max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Request body bytes held in memory for all requests together (each "
+        "request holds up to 8 MiB until its body is complete, then it is sent upstream); "
+        "beyond it bodies stream upstream as they arrive.",
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        description="Open client connections on the proxy port (fewer if the open-file "
+        "limit would not leave room for the metrics port); more: 503 and close.",
+    )
+    metrics_max_connections: int = Field(
+        default=64,
+        ge=1,
+        description="Open connections on the metrics port; more: 503 and close.",
+    )
     drain_timeout: float = Field(
         default=30.0,
         ge=0,
@@ -175,6 +226,13 @@ class Settings(BaseModel):
         default=None,
         description="YAML file of token prices per model (per million prompt and completion "
         "tokens, one currency): counts infermeter_cost_total. Unset: no cost counters.",
+    )
+    models: tuple[str, ...] = Field(
+        default=(),
+        description="Model names that get their own label value (comma-separated); others "
+        "are counted as _other. Empty: a model gets one (up to --max-models) once the "
+        "upstream has answered it with a 2xx.",
+        json_schema_extra={"empty": "(none)"},
     )
     slo_ttft: float | None = Field(
         default=0.45, gt=0, description="Goodput SLO on time to first token, seconds; none: off."
@@ -356,7 +414,7 @@ class Settings(BaseModel):
     def _engine_name(cls, value: object) -> object:
         return value.strip().lower().replace(".", "") if isinstance(value, str) else value
 
-    @field_validator("gpus", mode="before")
+    @field_validator("gpus", "models", mode="before")
     @classmethod
     def _gpus_list(cls, value: object) -> object:
         return _split_list(value)

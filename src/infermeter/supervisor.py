@@ -139,6 +139,7 @@ class WorkerPool:
         fds = (self.listen.fileno(), theirs.fileno(), *tables)
         command = [
             sys.executable, "-m", "infermeter.worker", "--index", str(slot.index),
+            "--of", str(len(self.slots)),
             "--listen-fd", str(fds[0]), "--channel-fd", str(fds[1]),
             "--slots-fd", ",".join(str(fd) for fd in tables),
         ]  # fmt: skip

@@ -256,6 +256,11 @@ class RequestTrace:
             limit = self._tracing.config.capture_max_bytes
             span.set_attribute("gen_ai.input.messages", _text(_input_of(body), limit))
 
+    def relabel(self, model_label: str) -> None:
+        """The model earned its own label (its first 2xx): the OTLP metrics follow."""
+        if self._attrs:
+            self._attrs["gen_ai.request.model"] = model_label
+
     def upstream_headers(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The outgoing headers with this span's context in place of the client's."""
         carrier: dict[str, str] = {}

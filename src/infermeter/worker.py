@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import pickle
+import resource
 import signal
 import socket
 import struct
@@ -29,6 +30,13 @@ from infermeter import metrics as m
 from infermeter.accumulators import Store
 from infermeter.attribution import OTHER, Attribution, parse_attributes
 from infermeter.channel import SNAPSHOT_INTERVAL, encode
+from infermeter.guard import (
+    counting,
+    guarded_protocol,
+    proxy_connection_budget,
+    settings_limits,
+    share,
+)
 from infermeter.loop_lag import watch_lag
 from infermeter.prices import load as load_prices
 from infermeter.proxy.app import ProxyApp
@@ -36,7 +44,7 @@ from infermeter.proxy.errors import HideAbortedStreams
 from infermeter.proxy.model_slots import ModelSlots, SharedCap
 from infermeter.proxy.recorder import Recorder
 from infermeter.proxy.upstream import UpstreamClient
-from infermeter.runtime import has_module, loop_factory, raise_fd_limit
+from infermeter.runtime import FD_LIMIT_CAP, loop_factory, raise_fd_limit
 from infermeter.settings import Settings
 from infermeter.streams.timing import SLO
 from infermeter.tracing import make_tracing
@@ -83,7 +91,9 @@ class Worker:
         listen: socket.socket,
         slots: ModelSlots,
         attribute_slots: list[ModelSlots],
+        workers: int = 1,
     ) -> None:
+        """`workers`: how many share the sidecar's budgets (connections, pool, buffers)."""
         assert settings.upstream is not None
         self.settings = settings
         self.index = index
@@ -99,8 +109,11 @@ class Worker:
             attribution,
             load_prices(settings.prices) if settings.prices is not None else None,
         )
+        # Sidecar-wide budgets are split evenly among the workers.
         client = UpstreamClient(
-            pool_size=settings.upstream_pool_size,
+            pool_size=share(settings.upstream_pool_size, workers),
+            pool_timeout=settings.upstream_pool_timeout,
+            head_max_bytes=settings.upstream_head_max_bytes,
             connect_timeout=settings.upstream_connect_timeout,
             read_timeout=settings.upstream_read_timeout,
             total_timeout=settings.upstream_timeout,
@@ -108,15 +121,34 @@ class Worker:
         self.tracing = make_tracing(settings, settings.upstream)
         strip = attribution.headers if settings.strip_attribute_headers else frozenset()
         self.proxy = ProxyApp(
-            settings.upstream, client, recorder, tracing=self.tracing, strip_headers=strip
+            settings.upstream,
+            client,
+            recorder,
+            tracing=self.tracing,
+            strip_headers=strip,
+            buffer_budget=share(settings.request_buffer_max_bytes, workers),
         )
         worker = str(index)
         self.lag = self.store.live(m.EVENT_LOOP_LAG).labels(worker)
         self.tasks = self.store.live(m.EVENT_LOOP_TASKS).labels(worker)
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        wanted = share(settings.max_connections, workers)
+        connections = proxy_connection_budget(
+            wanted,
+            FD_LIMIT_CAP if fd_limit == resource.RLIM_INFINITY else fd_limit,
+            0,  # the metrics port is the supervisor's, with its own files
+        )
+        if connections < wanted:
+            log.warning(
+                "max_connections lowered to fit the open-file limit",
+                extra={"worker": index, "max_connections": connections, "open_files": fd_limit},
+            )
+        rejected = counting(self.store.live(m.HTTP_REJECTED), "proxy")
         config = uvicorn.Config(
             self.proxy,
             loop="none",  # we own the loop
-            http="httptools" if has_module("httptools") else "h11",
+            http=guarded_protocol(settings_limits(settings, connections), rejected),
+            ws="none",  # upgrades are not tunnelled
             lifespan="on",
             log_config=None,
             access_log=False,
@@ -232,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--channel-fd", type=int, required=True)
+    parser.add_argument("--of", type=int, default=1, help="workers in all")
     parser.add_argument(
         "--slots-fd",
         required=True,
@@ -246,9 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_fd_limit()
     listen = socket.socket(fileno=args.listen_fd)
     fds = [int(fd) for fd in args.slots_fd.split(",")]
-    slots = ModelSlots(fds[0], settings.max_models)
+    slots = ModelSlots(fds[0], settings.max_models, fixed=bool(settings.models))
     attribute_slots = [ModelSlots(fd, settings.max_attribute_values) for fd in fds[1:]]
-    worker = Worker(settings, args.index, listen, slots, attribute_slots)
+    worker = Worker(settings, args.index, listen, slots, attribute_slots, args.of)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(worker.run(channel))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dashboards.live import _prometheus
+from tests.dashboards.live import run_prometheus
 from tests.e2e.test_gpu import VOLATILE
 from tests.fake_nvml import profiles
 from tests.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
@@ -159,7 +159,7 @@ def test_official_dcgm_dashboard_queries_return_data(tmp_path: Path, fake_nvml_d
     state = write_state(tmp_path)
     with run_sidecar(tmp_path, *ARGS, lib_dir=fake_nvml_dir, nvml_state=state, env=ENV) as car:
         car.wait_metric("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 0.125, gpu="0")
-        with _prometheus(tmp_path, {"gpu-node-a": car}) as prometheus:
+        with run_prometheus(tmp_path, {"gpu-node-a": car}) as prometheus:
             for query in queries:
                 wait_for(lambda q=query: _run(prometheus, q), timeout=30, what=query)
             hosts = _run(prometheus, "label_values(DCGM_FI_DEV_FB_FREE, Hostname)")

@@ -190,6 +190,7 @@ def test_a_shared_cap_draws_engine_models_from_the_proxys_names() -> None:
     supervisor = ModelSlots.create(2)  # the engine fetcher labels in the supervisor
     worker_view = ModelSlots(os.dup(supervisor.fd), 2)  # a proxy worker's inherited view
     recorder = Recorder(Store(), worker_view, SLO(None, None, None))
+    recorder.admit("seen-by-proxy")  # the upstream answered it with a 2xx
     assert recorder.model_label("seen-by-proxy") == "seen-by-proxy"
     cap = mapping.ModelCap(99, partial(label_model, supervisor))
     assert cap("seen-by-proxy") == "seen-by-proxy"

@@ -16,6 +16,8 @@ from typing import Literal, get_args
 
 from prometheus_client.metrics_core import Metric
 
+from infermeter.labelcap import LabelCap
+
 Figure = Literal[
     "requests_waiting",
     "requests_running",
@@ -178,22 +180,13 @@ class ModelCap:
     """
 
     def __init__(self, limit: int, shared: Callable[[str], str] | None = None) -> None:
-        self.limit = limit
-        self._shared = shared
-        self._seen: set[str] = set()
+        self._cap: Callable[[str], str] = shared or LabelCap(limit, OTHER_MODEL)
 
     def __call__(self, raw: str) -> str:
         model = sanitise(raw)
         if not model:
             return ""  # an engine that names no model
-        if self._shared is not None:
-            return self._shared(model)
-        if model in self._seen:
-            return model
-        if len(self._seen) >= self.limit:
-            return OTHER_MODEL
-        self._seen.add(model)
-        return model
+        return self._cap(model)
 
 
 @dataclass(frozen=True, slots=True)

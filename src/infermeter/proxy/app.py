@@ -15,21 +15,24 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from infermeter.guard import REJECTED
 from infermeter.prices import Price
 from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_body
 from infermeter.proxy.headers import request_headers, response_headers
-from infermeter.proxy.recorder import Attrs, Recorder, Series
+from infermeter.proxy.recorder import OTHER_MODEL, Attrs, Recorder, Series
 from infermeter.proxy.upstream import (
     ConnectError,
     ConnectTimeout,
     Disconnected,
+    HeadTooLarge,
+    PoolTimeout,
     ReadTimeout,
     Response,
     UpstreamClient,
 )
 from infermeter.streams.api import Api, api_for_path
 from infermeter.streams.parsers import StreamParser, parser_for
-from infermeter.streams.request_info import RequestInfo, parse_request_body
+from infermeter.streams.request_info import SCAN_LIMIT, RequestInfo, parse_request_body
 from infermeter.streams.timing import Outcome, RequestMeter
 from infermeter.tracing import RequestTrace, Tracing
 
@@ -39,8 +42,10 @@ Message = dict[str, Any]
 Receive = Any
 Send = Any
 
-#: How much of a request body is kept to read its model: the OpenAI SDK writes "model"
-#: after "messages", so the whole body of all but huge requests is needed.
+#: How much of a request body is held before it goes upstream, and kept to read its model:
+#: the OpenAI SDK writes "model" after "messages", so the whole body is needed. Holding it
+#: (as nginx's proxy_request_buffering does) means a stalled upload never holds an
+#: upstream connection, and the body can be replayed.
 REQUEST_INSPECT_LIMIT = 8 * 1024 * 1024
 STREAMING_TYPES = ("text/event-stream", "application/x-ndjson", "application/jsonl")
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the request first"
@@ -62,6 +67,7 @@ class _Exchange:
         "body",
         "client_gone",
         "finished",
+        "held",
         "in_flight",
         "info",
         "path",
@@ -82,6 +88,7 @@ class _Exchange:
         self.trace: RequestTrace | None = None
         self.client_gone = False
         self.finished = False
+        self.held = 0  # bytes of the buffer budget this request holds
 
 
 class ProxyApp:
@@ -93,8 +100,11 @@ class ProxyApp:
         parser_factory: ParserFactory = parser_for,
         tracing: Tracing | None = None,
         strip_headers: frozenset[bytes] = frozenset(),
+        buffer_budget: int = 64 * 1024 * 1024,
     ) -> None:
         self.upstream = upstream
+        self._budget = buffer_budget
+        self._held = 0  # request body bytes held by all requests (bounded by the budget)
         self._tracing = tracing
         self._parser_for = parser_factory
         self._base_path = urlsplit(upstream).path.rstrip("/")
@@ -152,24 +162,29 @@ class ProxyApp:
         self, first: bytes, receive: Receive, exchange: _Exchange, watch: Callable[[], None]
     ) -> AsyncIterator[bytes]:
         """Forward a request body that arrives in several messages, as it arrives."""
-        chunk = first
-        while True:
+        chunk, more = first, True
+        del first  # the held prefix must not outlive its write
+        while more:
             if chunk:
-                if len(exchange.body) < REQUEST_INSPECT_LIMIT:
-                    exchange.body += chunk
                 yield chunk
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                exchange.client_gone = True
-                raise ClientStreamAborted("client went away during the upload")
-            chunk = message.get("body", b"")
-            if not message.get("more_body", False):
-                if chunk:
-                    if len(exchange.body) < REQUEST_INSPECT_LIMIT:
-                        exchange.body += chunk
-                    yield chunk
-                self._body_done(exchange, watch, bytes(exchange.body))
-                return
+            chunk, more = await _next_chunk(receive, exchange)
+        if chunk:
+            yield chunk
+        self._body_done(exchange, watch, bytes(exchange.body))  # the held prefix
+
+    async def _hold_body(self, first: bytes, receive: Receive, exchange: _Exchange) -> bool:
+        """Read the body into memory before going upstream; False: it is larger than this
+        request's share or the total budget, and the rest must stream."""
+        chunk, more = first, True
+        while True:
+            exchange.body += chunk
+            exchange.held += len(chunk)
+            self._held += len(chunk)
+            if not more:
+                return True
+            if len(exchange.body) >= REQUEST_INSPECT_LIMIT or self._held >= self._budget:
+                return False
+            chunk, more = await _next_chunk(receive, exchange)
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
         path: str = scope["path"]
@@ -185,18 +200,15 @@ class ProxyApp:
             nonlocal watcher
             watcher = asyncio.ensure_future(self._watch(receive, exchange, task))
 
-        first = await receive()
-        if first["type"] == "http.disconnect":
-            self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+        try:
+            data = await self._request_body(receive, exchange, watch)
+        except ClientStreamAborted:
+            self._release(exchange)
+            self._finish_early(exchange, *_gone(scope), t0)
             return
-        body: bytes = first.get("body", b"")
-        data: bytes | AsyncIterator[bytes] | None
-        if first.get("more_body", False):
-            data = self._stream_body(body, receive, exchange, watch)
-        else:
-            data = body or None
-            exchange.info = parse_request_body(exchange.api, body, path=path)
-            self._body_done(exchange, watch, body)
+        except BaseException:  # cancelled (shutdown): the held bytes must not leak
+            self._release(exchange)
+            raise
 
         raw_path: bytes = scope.get("raw_path") or path.encode()
         target = self._base_path + raw_path.decode("latin-1")
@@ -216,7 +228,7 @@ class ProxyApp:
             answer = await self._send_upstream(scope["method"], target, headers, data)
             if isinstance(answer, Failure):
                 if exchange.client_gone:  # the upload broke off: nobody to answer
-                    self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+                    self._finish_early(exchange, *_gone(scope), t0)
                 else:
                     await self._upstream_failed(send, exchange, t0, answer)
                 return
@@ -227,7 +239,7 @@ class ProxyApp:
                 raise
             task.uncancel()
             if exchange.client_gone:
-                self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+                self._finish_early(exchange, *_gone(scope), t0)
             else:  # the drain timeout ran out before the upstream answered
                 self._drain_casualty(exchange)
                 await self._upstream_failed(
@@ -238,10 +250,11 @@ class ProxyApp:
                 )
         except ClientStreamAborted:
             if exchange.client_gone:  # went away during the upload
-                self._finish_early(exchange, CLIENT_CLOSED, "client_disconnect", t0)
+                self._finish_early(exchange, *_gone(scope), t0)
                 return
             raise
         finally:
+            self._release(exchange)
             exchange.finished = True
             if watcher is not None:
                 watcher.cancel()
@@ -249,6 +262,33 @@ class ProxyApp:
                 response.release()
             if exchange.in_flight is not None:
                 exchange.in_flight.dec()
+
+    async def _request_body(
+        self, receive: Receive, exchange: _Exchange, watch: Callable[[], None]
+    ) -> bytes | AsyncIterator[bytes] | None:
+        """The body to send: whole in memory when it fits, else a stream (held prefix first)."""
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            exchange.client_gone = True
+            raise ClientStreamAborted("client went away before the body")
+        body: bytes = first.get("body", b"")
+        if first.get("more_body", False):
+            if not await self._hold_body(body, receive, exchange):
+                # Too big to hold: send what we have, keep only what the model scan reads.
+                prefix = bytes(exchange.body)
+                del exchange.body[SCAN_LIMIT:]
+                self._held -= exchange.held - len(exchange.body)
+                exchange.held = len(exchange.body)
+                return self._stream_body(prefix, receive, exchange, watch)
+            body = bytes(exchange.body)
+        exchange.info = parse_request_body(exchange.api, body, path=exchange.path)
+        self._body_done(exchange, watch, body)
+        return body or None
+
+    def _release(self, exchange: _Exchange) -> None:
+        """Give the request's share of the body budget back."""
+        self._held -= exchange.held
+        exchange.held = 0
 
     async def _send_upstream(
         self, method: str, target: str, headers: list[tuple[str, str]], data: Any
@@ -258,6 +298,11 @@ class ProxyApp:
             return await self._client.request(method, target, headers, data)
         except (ConnectTimeout, ConnectError) as exc:
             return Failure(502, "upstream_connect", str(exc))
+        except PoolTimeout as exc:
+            self._recorder.pool_timeout()
+            return Failure(503, "upstream_connect", str(exc))
+        except HeadTooLarge as exc:
+            return Failure(502, "stream_truncated", str(exc))
         except ReadTimeout:
             return Failure(504, "upstream_timeout", "the upstream did not answer in time")
         except Disconnected:
@@ -288,7 +333,9 @@ class ProxyApp:
         )
         self._finish_early(exchange, status, error_type, t0)
 
-    def _finish_early(self, exchange: _Exchange, code: int, error_type: str, t0: float) -> None:
+    def _finish_early(
+        self, exchange: _Exchange, code: int, error_type: str | None, t0: float
+    ) -> None:
         """Count a request that ended without a relayed response (errors, disconnects)."""
         try:
             series = self._label(exchange)
@@ -315,6 +362,8 @@ class ProxyApp:
             info.stream and exchange.api in (Api.OLLAMA_GENERATE, Api.OLLAMA_CHAT)
         )
         series = self._label(exchange)
+        if 200 <= status < 300 and series.model == OTHER_MODEL:
+            series = self._promote(exchange, series)
         meter: RequestMeter | None = None
         parser: StreamParser | None = None
         try:
@@ -432,6 +481,25 @@ class ProxyApp:
 
         return gap
 
+    def _promote(self, exchange: _Exchange, series: Series) -> Series:
+        """A 2xx for a model without a slot: give it one if free, and move this request
+        (also when a concurrent first request of the same model just got the slot)."""
+        info = exchange.info
+        if info is None or not info.model:
+            return series
+        self._recorder.admit(info.model)
+        promoted = self._recorder.series(info.model, exchange.api)
+        if promoted is series:
+            return series
+        exchange.series = promoted
+        if exchange.trace is not None:
+            exchange.trace.relabel(promoted.model)
+        if exchange.in_flight is not None:
+            exchange.in_flight.dec()
+            exchange.in_flight = promoted.child("in_flight")
+            exchange.in_flight.inc()
+        return promoted
+
     def _drain_casualty(self, exchange: _Exchange) -> None:
         self.drain_aborted += 1
         self._label(exchange).child("drain_aborted").inc()
@@ -440,3 +508,22 @@ class ProxyApp:
         """Log and count a bug in measuring; the request's bytes keep flowing."""
         log.error("measuring failed", exc_info=error, extra={"error_type": "proxy_internal"})
         self._recorder.error(series, "proxy_internal", attrs)
+
+
+async def _next_chunk(receive: Receive, exchange: _Exchange) -> tuple[bytes, bool]:
+    """The next piece of the request body and whether more follows."""
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        exchange.client_gone = True
+        raise ClientStreamAborted("client went away during the upload")
+    return message.get("body", b""), message.get("more_body", False)
+
+
+def _gone(scope: Scope) -> tuple[int, str | None]:
+    """Status and error type of a request the client left: 499, or what the server
+    answered when it cut the request itself (guard.py): 408 when the upload stalled
+    (still the client's failure), 400 for a malformed body (no error of ours)."""
+    code = scope.get(REJECTED)
+    if code == 400:
+        return 400, None
+    return (code if isinstance(code, int) else CLIENT_CLOSED), "client_disconnect"

@@ -17,34 +17,50 @@ import os
 import struct
 import tempfile
 import threading
+from collections.abc import Iterable
 
 _LENGTH = struct.Struct("<H")
 _READ = 1 << 16
 
 
 class ModelSlots:
-    def __init__(self, fd: int, capacity: int) -> None:
+    def __init__(self, fd: int, capacity: int, fixed: bool = False) -> None:
+        """`fixed`: the table holds an operator's allow-list; nothing else gets a slot."""
         self.fd = fd
         self.capacity = capacity
+        self.fixed = fixed
         self._known: set[str] = set()
         self._offset = 0
+        self._read_all = False  # a full table, once read whole, never changes again
         self._thread_lock = threading.Lock()
 
     @classmethod
-    def create(cls, capacity: int) -> ModelSlots:
-        """A fresh, empty table in an unlinked temporary file (inheritable by workers)."""
+    def create(cls, capacity: int, fixed: Iterable[str] = ()) -> ModelSlots:
+        """A fresh table in an unlinked temporary file (inheritable by workers); with
+        `fixed` names, it holds those and only those."""
         with tempfile.TemporaryFile(prefix="infermeter-models-") as handle:
-            return cls(os.dup(handle.fileno()), capacity)
+            slots = cls(os.dup(handle.fileno()), capacity)
+        names = list(dict.fromkeys(fixed))
+        if names:
+            slots.capacity = max(capacity, len(names))
+            for name in names:
+                slots.claim(name)
+            slots.fixed = True
+        return slots
+
+    def __contains__(self, name: object) -> bool:
+        """Known to this process already (no system call)."""
+        return name in self._known
 
     @property
     def full(self) -> bool:
-        return len(self._known) >= self.capacity
+        return self.fixed or len(self._known) >= self.capacity
 
     def known(self, name: str) -> bool:
         """Has `name` a slot (in any worker)?"""
         if name in self._known:
             return True
-        if self.full:
+        if self.full and self._read_all:
             return False
         self._refresh()
         return name in self._known
@@ -88,6 +104,7 @@ class ModelSlots:
                 at = end
             self._offset += at
             if len(data) < _READ or at == 0:
+                self._read_all = self.full
                 return
 
     def close(self) -> None:

@@ -3,8 +3,9 @@
 Observations go to plain accumulators (`infermeter.accumulators`) that the worker hands to
 the supervisor; children of each labelled metric are looked up once per (model, api) and
 cached, so the hot path does no label hashing beyond one dict lookup per request. The
-`model` label is capped for the whole sidecar by the shared `ModelSlots`: after
-`max_models` distinct values, new ones are recorded as `_other`.
+`model` label is capped for the whole sidecar by the shared `ModelSlots`: a model gets its
+own value once the upstream has answered it with a 2xx (or from the operator's allow-list),
+up to `max_models`; until then, and beyond, it is `_other`.
 
 The counters (requests, errors, tokens, cost) also carry the `--attribute` labels (team,
 feature, ...), whose values the request's headers give; the latency histograms do not, so
@@ -20,6 +21,7 @@ from infermeter.accumulators import Family, Store
 from infermeter.attribution import MISSING, Attribution
 from infermeter.prices import Price, PriceBook
 from infermeter.proxy.model_slots import ModelSlots
+from infermeter.sanitize import clean_text
 from infermeter.streams.timing import SLO, RequestRecord, is_good
 
 OTHER_MODEL = "_other"
@@ -28,9 +30,15 @@ MAX_MODEL_LENGTH = 200
 
 
 def label_model(slots: ModelSlots, model: str) -> str:
-    """The label of a (non-empty) model name: its own while slots last, then _other."""
-    model = model[:MAX_MODEL_LENGTH]
-    return model if slots.claim(model) else OTHER_MODEL
+    """The label of a model that may take a slot (the engine serves it): its own while
+    slots last, then _other."""
+    clean = clean_text(model, MAX_MODEL_LENGTH)
+    return clean if slots.claim(clean) else OTHER_MODEL
+
+
+def allow_list(models: tuple[str, ...]) -> list[str]:
+    """The `--models` names as labels (cleaned like any model name)."""
+    return [clean_text(name, MAX_MODEL_LENGTH) for name in models]
 
 
 class Series:
@@ -77,6 +85,7 @@ class Recorder:
         attribution: Attribution | None = None,
         prices: PriceBook | None = None,
     ) -> None:
+        """`slots`: the model label slots (an allow-list is written into them at start)."""
         self.store = store
         self.slots = slots
         self.slo = slo
@@ -119,6 +128,7 @@ class Recorder:
                 "cost_estimated": attributed(m.COST_ESTIMATED),
             }
         self._counter_children: dict[tuple[str, str, str, str, Attrs], Any] = {}
+        self._pool_timeouts = store.live(m.UPSTREAM_POOL_TIMEOUTS)
         self._series: dict[tuple[str, str], Series] = {}
 
     @classmethod
@@ -128,13 +138,36 @@ class Recorder:
         slo: SLO,
         attribution: Attribution | None = None,
         prices: PriceBook | None = None,
+        models: tuple[str, ...] = (),
     ) -> Recorder:
-        """A recorder with its own store and model slots (one process: tests, tools)."""
-        return cls(Store(), ModelSlots.create(max_models), slo, attribution, prices)
+        """A recorder with its own store and model slots (one process: tests, tools);
+        `models`: an allow-list."""
+        slots = ModelSlots.create(max_models, fixed=allow_list(models))
+        return cls(Store(), slots, slo, attribution, prices)
 
     def model_label(self, model: str | None) -> str:
+        """The label of a model already known: named, or _other until it earns a slot."""
         if not model:
             return UNKNOWN_MODEL
+        if model in self.slots:  # fast path: known (and so already clean)
+            return model
+        # valid UTF-8, no controls: scrapes work
+        clean = clean_text(model, MAX_MODEL_LENGTH)
+        return clean if self.slots.known(clean) else OTHER_MODEL
+
+    def admit(self, model: str | None) -> bool:
+        """The upstream answered `model` with a 2xx: give it a label slot if one is free.
+
+        Only then, so that names the upstream rejects (a client's junk) cannot fill the
+        slots before the real models come. With an allow-list, slots are fixed at start.
+        The slots are the whole sidecar's (shared by the workers).
+        """
+        if not model:
+            return False
+        return self.slots.claim(clean_text(model, MAX_MODEL_LENGTH))
+
+    def engine_model_label(self, model: str) -> str:
+        """The label of a model the engine itself reports: served, so it may take a slot."""
         return label_model(self.slots, model)
 
     def series(self, model: str | None, api: str) -> Series:
@@ -148,6 +181,9 @@ class Recorder:
     def attrs(self, headers: Any) -> Attrs:
         """Attribute label values of a request, from its raw (ASGI) headers."""
         return self.attribution.values(headers)
+
+    def pool_timeout(self) -> None:
+        self._pool_timeouts.inc()
 
     def price(self, model: str | None) -> Price | None:
         """The price of a request's model (by its own name, not its capped label)."""

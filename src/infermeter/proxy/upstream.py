@@ -29,6 +29,8 @@ KEEPALIVE_SECONDS = 4.0
 # upstream socket stops being read (TCP pushes back) until the client catches up.
 HIGH_WATER = 256 * 1024
 BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+# RFC 9110 §9.2.2: these may be sent again after a failure; a POST (a generation) may not.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 
 RawHeaders = list[tuple[bytes, bytes]]
 Body = bytes | AsyncIterator[bytes] | None
@@ -54,6 +56,19 @@ class Disconnected(UpstreamError):
     """The upstream closed or reset the connection before its response was complete."""
 
 
+class NotSent(Disconnected):
+    """The connection was found closed before any byte of the request was written."""
+
+
+class HeadTooLarge(Disconnected):
+    """The upstream's response head exceeded the limit (nginx: "upstream sent too big
+    header"); treated as a broken response."""
+
+
+class PoolTimeout(UpstreamError):
+    """No upstream connection became free within the pool timeout."""
+
+
 class Response:
     """One response: its head once parsed, then its body chunks as they arrive."""
 
@@ -66,6 +81,7 @@ class Response:
         "_done",
         "_error",
         "_head",
+        "_head_bytes",
         "_interim",
         "_parser",
         "_waiter",
@@ -91,6 +107,7 @@ class Response:
         self._delimited = False  # Content-Length or chunked: the end is not the close
         self._interim = False  # a 1xx response, skipped
         self._deadline: asyncio.TimerHandle | None = None  # the total timeout
+        self._head_bytes = 0  # bytes read before the head was complete
 
     def header(self, name: bytes) -> str | None:
         """The first value of a header, by lower-case name."""
@@ -105,6 +122,10 @@ class Response:
         return self._head.done() and self._error is None
 
     # --- httptools callbacks --------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._done:  # bytes beyond a complete response: never reuse this connection
+            self.keep_alive = False
+
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()  # once here: header() and the hop-by-hop filter compare lower case
         self.raw_headers.append((name, value))
@@ -121,6 +142,10 @@ class Response:
             self._delimited = False
             return
         self.status = status
+        size = sum(len(name) + len(value) + 4 for name, value in self.raw_headers)
+        if size > self._conn.pool.head_max_bytes:
+            self.fail(HeadTooLarge("the upstream sent too big a response head"))
+            return
         if not self._head.done():
             self._head.set_result(None)
         if self.head_only:  # HEAD: a Content-Length but no body follows
@@ -143,10 +168,21 @@ class Response:
 
     # --- events from the connection -------------------------------------------------------
     def feed(self, data: bytes) -> None:
+        if self._done:  # more bytes after a complete response: the next one is not ours
+            self.keep_alive = False
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self.fail(Disconnected(f"invalid HTTP from the upstream: {exc}"))
+            if self._done:
+                self.keep_alive = False
+            else:
+                self.fail(Disconnected(f"invalid HTTP from the upstream: {exc}"))
+            return
+        if not self._head.done() and self._error is None:  # all of `data` was head
+            self._head_bytes += len(data)
+            if self._head_bytes > self._conn.pool.head_max_bytes:
+                self.fail(HeadTooLarge("the upstream sent too big a response head"))
 
     def eof(self, exc: BaseException | None) -> None:
         if self._done:
@@ -350,11 +386,15 @@ class UpstreamClient:
         self,
         *,
         pool_size: int,
+        pool_timeout: float = 10.0,
+        head_max_bytes: int = 64 * 1024,
         connect_timeout: float,
         read_timeout: float,
         total_timeout: float,
     ) -> None:
         self.pool_size = pool_size
+        self.pool_timeout = pool_timeout
+        self.head_max_bytes = head_max_bytes
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.total_timeout = total_timeout
@@ -392,7 +432,12 @@ class UpstreamClient:
             waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                async with asyncio.timeout(self.pool_timeout):
+                    await waiter
+            except TimeoutError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken as time ran out: pass the free slot on
+                raise PoolTimeout("no upstream connection became free in time") from None
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
@@ -460,15 +505,19 @@ class UpstreamClient:
         """Send a request and return once the response head is in.
 
         A request on a reused connection that the upstream closed before answering is sent
-        again once on a new connection when its body can be replayed (bytes, or none): the
-        upstream may have closed the idle connection just as we picked it.
+        again once on a new connection (the upstream may have closed the idle connection
+        just as we picked it), but only when that cannot run it twice: no byte of it was
+        written, or its method is idempotent; and only when its body can be replayed.
+        A generation (POST) that reached the upstream is never sent again.
         """
         head, chunked = self._request_head(method, target, headers, body)
         conn = await self._acquire()
         try:
             return await self._exchange(conn, method == "HEAD", head, body, chunked)
-        except Disconnected:
+        except Disconnected as exc:
             if not conn.reused or isinstance(body, AsyncIterator):
+                raise
+            if not isinstance(exc, NotSent) and method not in IDEMPOTENT_METHODS:
                 raise
         conn = await self._acquire()
         return await self._exchange(conn, method == "HEAD", head, body, chunked)
@@ -520,6 +569,8 @@ class UpstreamClient:
     async def _send(self, conn: _Connection, head: bytes, body: Body, chunked: bool) -> None:
         assert conn.transport is not None
         transport = conn.transport
+        if conn.closed or transport.is_closing():
+            raise NotSent("the upstream closed the connection before the request was sent")
         if body is None or isinstance(body, bytes):
             transport.write(head + body if body else head)
             return

@@ -11,10 +11,13 @@ import json
 import re
 from dataclasses import dataclass
 
+from infermeter.sanitize import clean_text
 from infermeter.streams.api import Api
 
 #: How much of a body that is not valid JSON the fallback scan looks at.
 SCAN_LIMIT = 64 * 1024
+#: Longest model name kept (it becomes a span attribute and, cut further, a label value).
+MODEL_LIMIT = 512
 
 # `"model"` as a key: not preceded by a backslash, so an escaped quote inside a string
 # value (`\"model\"`) does not match. Model names with escapes are not recovered.
@@ -64,7 +67,7 @@ def parse_request_body(api: Api, body: bytes, *, path: str = "") -> RequestInfo:
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     n = doc.get("n")
     return RequestInfo(
-        model=model if isinstance(model, str) and model else None,
+        model=clean_text(model, MODEL_LIMIT) if isinstance(model, str) and model else None,
         stream=stream,
         include_usage=include_usage,
         n=n if type(n) is int and n >= 1 else 1,
@@ -74,7 +77,7 @@ def parse_request_body(api: Api, body: bytes, *, path: str = "") -> RequestInfo:
 def _scan(body: bytes, default_stream: bool, route_decides: bool) -> RequestInfo:
     head = body[:SCAN_LIMIT]
     m = _MODEL_RE.search(head)
-    model = m.group(1).decode("utf-8", "replace") if m else None
+    model = clean_text(m.group(1).decode("utf-8", "replace"), MODEL_LIMIT) if m else None
     stream = default_stream
     if not route_decides:
         s = _STREAM_RE.search(head)
