@@ -74,12 +74,31 @@ class Sidecar:
     def get(self, path: str, **headers: str) -> httpx.Response:
         return httpx.get(self.url + path, headers=headers, timeout=5)
 
-    def metrics(self, *names: str) -> str:
-        """The exposition; with names, only those families (prometheus_client's name[])."""
+    def metrics(self, *names: str, fresh: bool = True) -> str:
+        """The exposition; with names, only those families (prometheus_client's name[]).
+
+        `fresh`: once every proxy worker has handed its figures over after this call began
+        (they do every 0.25 s), so it includes what the test did just before."""
+        if fresh:
+            self.handed_over()
         query = "&".join(f"name[]={name}" for name in names)
         response = self.get("/metrics" + ("?" + query if query else ""))
         response.raise_for_status()
         return response.text
+
+    def handed_over(self) -> None:
+        """Wait until each worker's last hand-over is younger than this call."""
+        start = time.monotonic()
+        age_name = "infermeter_worker_snapshot_age_seconds"
+
+        def check() -> bool:
+            elapsed = time.monotonic() - start  # before the scrape: a conservative bound
+            response = self.get(f"/metrics?name[]={age_name}")
+            response.raise_for_status()
+            ages = [v for (n, _), v in samples(response.text).items() if n == age_name]
+            return all(age < elapsed for age in ages)
+
+        wait_for(check, what="a hand-over from every worker")
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -108,7 +127,7 @@ class Sidecar:
         `only`: scrape just these sample names and `name` (faster with many series)."""
 
         def check() -> str | None:
-            text = self.metrics(*((name, *only) if only else ()))
+            text = self.metrics(*((name, *only) if only else ()), fresh=False)
             return text if value(text, name, **labels) == expected else None
 
         return wait_for(check, timeout, f"{name}{labels} == {expected}")
