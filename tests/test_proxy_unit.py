@@ -84,8 +84,8 @@ def test_model_label_is_capped_and_earned_by_a_2xx() -> None:
     assert [recorder.admit(m) for m in ("a", "b", "c", "a", None, "x" * 500)] == [
         True,
         True,
-        False,
-        False,
+        False,  # c: the slots are taken
+        True,  # a: has its slot
         False,
         False,
     ]

@@ -31,6 +31,7 @@ def record(**fields: object) -> RequestRecord:
 def test_counters_get_attributes_histograms_do_not() -> None:
     registry = CollectorRegistry()
     rec = recorder(registry)
+    rec.admit("m1")  # the upstream answered it: it has a label of its own
     series = rec.series("m1", "chat_completions")
     attrs = rec.attrs([(b"x-team", b"ads")])
     rec.count(series, 200, None, attrs)
@@ -57,6 +58,7 @@ def test_counters_get_attributes_histograms_do_not() -> None:
 def test_estimated_cost_is_separate_and_prompt_only_usage_is_exact() -> None:
     registry = CollectorRegistry()
     rec = recorder(registry)
+    rec.admit("m1")  # the upstream answered it: it has a label of its own
     series = rec.series("m1", "chat_completions")
     price = rec.price("m1")
     rec.observe(series, record(completion_tokens_estimated=10), None, ("a",), price)
@@ -72,7 +74,7 @@ def test_model_beyond_the_cap_is_priced_by_its_own_name() -> None:
     registry = CollectorRegistry()
     attribution = Attribution((), 1)
     rec = Recorder(registry, 1, SLO(None, None, None), attribution, PRICES)
-    rec.series("x", "chat_completions")
+    rec.admit("x")  # the one slot
     series = rec.series("m-late", "chat_completions")
     assert series.model == "_other"
     rec.observe(series, record(completion_tokens=1_000_000), None, (), rec.price("m-late"))
@@ -83,6 +85,7 @@ def test_model_beyond_the_cap_is_priced_by_its_own_name() -> None:
 def test_without_options_the_exposition_has_no_new_labels_or_families() -> None:
     registry = CollectorRegistry()
     rec = Recorder(registry, 8, SLO(None, None, None))
+    rec.admit("m")
     series = rec.series("m", "chat_completions")
     rec.count(series, 200, None)
     rec.observe(series, record(prompt_tokens=1, completion_tokens=1), None)

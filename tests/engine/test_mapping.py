@@ -185,8 +185,9 @@ def test_a_shared_cap_draws_engine_models_from_the_proxys_names() -> None:
     from infermeter.streams.timing import SLO
 
     recorder = Recorder(CollectorRegistry(), 2, SLO(None, None, None))
+    recorder.admit("seen-by-proxy")  # the upstream answered it with a 2xx
     assert recorder.model_label("seen-by-proxy") == "seen-by-proxy"
-    cap = mapping.ModelCap(99, recorder.model_label)
+    cap = mapping.ModelCap(99, recorder.engine_model_label)
     assert cap("seen-by-proxy") == "seen-by-proxy"
     assert cap("engine-only") == "engine-only"  # the second and last name
     assert cap("third") == "_other"

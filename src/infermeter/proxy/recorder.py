@@ -134,6 +134,7 @@ class Recorder:
 
         Only then, so that names the upstream rejects (a client's junk) cannot fill the
         slots before the real models come. With an allow-list, slots are fixed at start.
+        True when the model has a slot now.
         """
         if not model:
             return False
