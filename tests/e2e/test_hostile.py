@@ -37,6 +37,8 @@ from tests.upstream import Script, scripted_upstream, sse
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("workers")]
 CHAT = "/v1/chat/completions"
 MiB = 1024 * 1024
+# Raw upstreams here count connections and requests: no engine /metrics fetches among them.
+QUIET = ("--no-gpu-metrics", "--engine-metrics", "off")
 FAST = ("--request-header-timeout", "1", "--request-body-timeout", "1")
 
 
@@ -60,7 +62,7 @@ HOSTILE_MODELS = [
 def test_hostile_model_names_never_break_a_scrape(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         upstream.script(CHAT, ok_script())
         port = port_of(sidecar.proxy_url)
@@ -111,7 +113,7 @@ def test_a_huge_header_is_cut_at_the_limit_on_both_ports_and_memory_stays_flat(
 ) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         upstream.script(CHAT, ok_script())
         before = rss(sidecar)
@@ -146,7 +148,7 @@ def test_a_huge_header_is_cut_at_the_limit_on_both_ports_and_memory_stays_flat(
 def test_slow_and_silent_clients_are_timed_out_on_both_ports(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", *FAST, upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, *FAST, upstream=upstream.url) as sidecar,
     ):
         upstream.script(CHAT, ok_script())
         proxy = port_of(sidecar.proxy_url)
@@ -194,9 +196,7 @@ def test_a_connection_flood_on_the_proxy_port_leaves_the_metrics_port_serving(
 ) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(
-            tmp_path, "--no-gpu-metrics", upstream=upstream.url, open_files=1024
-        ) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url, open_files=1024) as sidecar,
     ):
         upstream.script(CHAT, ok_script())
         proxy = port_of(sidecar.proxy_url)
@@ -232,7 +232,7 @@ def test_stalled_uploads_hold_no_upstream_connection_and_a_full_pool_answers_503
         upstream.script("/slow", Script(head_delay=30))
         with run_sidecar(
             tmp_path,
-            "--no-gpu-metrics",
+            *QUIET,
             "--upstream-pool-size",
             "4",
             "--upstream-pool-timeout",
@@ -272,7 +272,7 @@ def test_stalled_uploads_hold_no_upstream_connection_and_a_full_pool_answers_503
 def test_request_trailers_never_become_headers(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         upstream.script(CHAT, ok_script())
         body = b'{"model": "m"}'
@@ -308,7 +308,7 @@ def test_a_post_the_upstream_read_and_dropped_is_not_sent_again(tmp_path: Path) 
 
     with (
         raw_upstream(handler) as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
         connect(port_of(sidecar.proxy_url)) as sock,
     ):
         sock.sendall(post(CHAT, b'{"model": "first"}'))
@@ -330,7 +330,7 @@ def test_an_endless_upstream_head_is_cut_with_502_and_memory_stays_flat(tmp_path
 
     with (
         raw_upstream(handler) as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         before = rss(sidecar)
         start = time.monotonic()
@@ -354,7 +354,7 @@ def test_bytes_beyond_a_complete_response_never_reach_the_next_client(tmp_path: 
 
     with (
         raw_upstream(handler) as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         port = port_of(sidecar.proxy_url)
         answers = [exchange(port, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n") for _ in range(3)]
@@ -366,9 +366,7 @@ def test_bytes_beyond_a_complete_response_never_reach_the_next_client(tmp_path: 
 def test_junk_models_the_upstream_rejects_take_no_label_slot(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script(status=405, headers={"content-type": "application/json"}))
-        with run_sidecar(
-            tmp_path, "--no-gpu-metrics", "--max-models", "4", upstream=upstream.url
-        ) as sidecar:
+        with run_sidecar(tmp_path, *QUIET, "--max-models", "4", upstream=upstream.url) as sidecar:
             port = port_of(sidecar.proxy_url)
             for i in range(10):
                 assert status_of(exchange(port, post(CHAT, b'{"model": "junk-%d"}' % i))) == 405
@@ -381,9 +379,7 @@ def test_junk_models_the_upstream_rejects_take_no_label_slot(tmp_path: Path) -> 
 def test_an_allow_list_names_the_only_labelled_models(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, ok_script())
-        with run_sidecar(
-            tmp_path, "--no-gpu-metrics", "--models", "a,b", upstream=upstream.url
-        ) as sidecar:
+        with run_sidecar(tmp_path, *QUIET, "--models", "a,b", upstream=upstream.url) as sidecar:
             port = port_of(sidecar.proxy_url)
             for model in (b"a", b"junk", b"b"):
                 exchange(port, post(CHAT, b'{"model": "%b"}' % model))
@@ -396,7 +392,7 @@ def test_an_allow_list_names_the_only_labelled_models(tmp_path: Path) -> None:
 def test_unfinished_uploads_hold_a_bounded_total(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         proxy = port_of(sidecar.proxy_url)
         before = rss(sidecar)
@@ -420,7 +416,7 @@ def test_a_malformed_body_is_counted_400_not_a_disconnect_and_logs_stay_short(
         scripted_upstream() as upstream,
         run_sidecar(
             tmp_path,
-            "--no-gpu-metrics",
+            *QUIET,
             "--otlp-endpoint",
             "http://127.0.0.1:9",
             upstream=upstream.url,
@@ -464,7 +460,7 @@ def test_smuggling_attempts_and_ambiguous_hosts_are_refused(
 ) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         answer = exchange(port_of(sidecar.proxy_url), request_bytes)
     assert status_of(answer) == 400
@@ -475,7 +471,7 @@ def test_smuggling_attempts_and_ambiguous_hosts_are_refused(
 def test_absolute_form_and_foreign_host_go_only_to_the_upstream(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         upstream.script("/x", Script(chunks=[(0, b"here")]))
         answer = exchange(

@@ -160,7 +160,8 @@ class Recorder:
 
         Only then, so that names the upstream rejects (a client's junk) cannot fill the
         slots before the real models come. With an allow-list, slots are fixed at start.
-        The slots are the whole sidecar's (shared by the workers).
+        The slots are the whole sidecar's (shared by the workers). True when the model has
+        a slot now.
         """
         if not model:
             return False
