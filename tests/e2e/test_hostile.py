@@ -9,11 +9,14 @@ below what the same attacks cost before the limits).
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -31,7 +34,7 @@ from tests.e2e.hostile import (
     status_of,
     wait_closed,
 )
-from tests.sidecar import run_sidecar, samples, value, wait_for
+from tests.sidecar import Sidecar, run_sidecar, samples, value, wait_for
 from tests.upstream import Script, scripted_upstream, sse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("workers")]
@@ -225,20 +228,27 @@ def test_a_connection_flood_on_the_proxy_port_leaves_the_metrics_port_serving(
 
 # --- 4. upstream pool exhaustion --------------------------------------------------------------
 def test_stalled_uploads_hold_no_upstream_connection_and_a_full_pool_answers_503(
-    tmp_path: Path,
+    tmp_path: Path, workers: str
 ) -> None:
+    # The pool is split among the workers and the kernel picks the worker of a connection:
+    # with two, the second is stopped so that every connection meets the first one's pool
+    # (4 of --upstream-pool-size 8), the same arithmetic as one worker with 4.
+    pool = 4 * int(workers)
     with scripted_upstream() as upstream:
         upstream.script(CHAT, ok_script())
         upstream.script("/slow", Script(head_delay=30))
-        with run_sidecar(
-            tmp_path,
-            *QUIET,
-            "--upstream-pool-size",
-            "4",
-            "--upstream-pool-timeout",
-            "1",
-            upstream=upstream.url,
-        ) as sidecar:
+        with (
+            run_sidecar(
+                tmp_path,
+                *QUIET,
+                "--upstream-pool-size",
+                str(pool),
+                "--upstream-pool-timeout",
+                "1",
+                upstream=upstream.url,
+            ) as sidecar,
+            _others_stopped(sidecar),
+        ):
             proxy = port_of(sidecar.proxy_url)
             stalled = []
             for _ in range(10):  # each promises 100,000 bytes and sends one
@@ -256,7 +266,7 @@ def test_stalled_uploads_hold_no_upstream_connection_and_a_full_pool_answers_503
             upgrade = exchange(
                 proxy, post(CHAT, b'{"model": "m"}', b"Connection: upgrade", b"Upgrade: foo")
             )
-            text = sidecar.metrics()
+            text = sidecar.wait_metric("infermeter_upstream_pool_timeouts_total", 1.0)
             for sock in stalled + slow:
                 sock.close()
     assert status_of(good) == 200
@@ -389,6 +399,19 @@ def test_an_allow_list_names_the_only_labelled_models(tmp_path: Path) -> None:
 
 
 # --- 10. the smaller ones ---------------------------------------------------------------------
+@contextmanager
+def _others_stopped(sidecar: Sidecar) -> Iterator[None]:
+    """Every proxy worker but the first stopped (SIGSTOP) meanwhile: it accepts nothing."""
+    others = sidecar.worker_pids()[1:]
+    for pid in others:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in others:
+            os.kill(pid, signal.SIGCONT)
+
+
 def test_unfinished_uploads_hold_a_bounded_total(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
