@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from infermeter.guard import FD_RESERVE, proxy_connection_budget, response
+import pytest
+
+from infermeter.accumulators import Store
+from infermeter.guard import FD_RESERVE, counting, proxy_connection_budget, response, share
+from infermeter.metrics import HTTP_REJECTED
 
 
 def test_the_proxy_leaves_room_for_the_metrics_port_within_the_open_file_limit() -> None:
@@ -17,3 +21,22 @@ def test_refusal_is_a_complete_response_that_closes() -> None:
     assert head.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert b"connection: close" in head
     assert b"content-length: %d" % len(body) in head
+
+
+@pytest.mark.parametrize(
+    ("total", "workers", "each"), [(4096, 1, 4096), (4096, 2, 2048), (5, 2, 3), (1, 4, 1)]
+)
+def test_a_sidecar_wide_budget_is_shared_evenly_rounded_up(
+    total: int, workers: int, each: int
+) -> None:
+    assert share(total, workers) == each
+    assert share(total, workers) * workers >= total
+
+
+def test_refusals_are_counted_per_reason_in_any_labelled_family() -> None:
+    store = Store()
+    reject = counting(store.live(HTTP_REJECTED), "proxy")
+    for reason in ("head_too_large", "head_too_large", "header_timeout"):
+        reject(reason)
+    taken = {labels: value for _, labels, value in store.take()}
+    assert taken == {("proxy", "head_too_large"): 2.0, ("proxy", "header_timeout"): 1.0}
