@@ -107,7 +107,8 @@ class Settings(BaseModel):
     upstream_pool_size: int = Field(
         default=1024,
         ge=1,
-        description="Most connections kept open to the upstream (keep-alive pool).",
+        description="Most connections kept open to the upstream (keep-alive pool), shared "
+        "evenly by the workers.",
     )
     workers: int | Literal["auto"] = Field(
         default=1,
@@ -181,13 +182,13 @@ class Settings(BaseModel):
         ge=0,
         description="Request body bytes held in memory for all requests together (each "
         "request holds up to 8 MiB until its body is complete, then it is sent upstream); "
-        "beyond it bodies stream upstream as they arrive.",
+        "beyond it bodies stream upstream as they arrive. Shared evenly by the workers.",
     )
     max_connections: int = Field(
         default=4096,
         ge=1,
-        description="Open client connections on the proxy port (fewer if the open-file "
-        "limit would not leave room for the metrics port); more: 503 and close.",
+        description="Open client connections on the proxy port, shared evenly by the workers "
+        "(fewer if a worker's open-file limit would not leave room); more: 503 and close.",
     )
     metrics_max_connections: int = Field(
         default=64,
