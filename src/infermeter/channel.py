@@ -17,8 +17,13 @@ Messages (tuples, first item the kind):
 from __future__ import annotations
 
 import marshal
+import pickle
+import socket
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from infermeter.settings import Settings
 
 _HEADER = struct.Struct("!I")
 #: Seconds between snapshots; a worker killed outright loses at most this much.
@@ -53,3 +58,31 @@ class Decoder:
             at = end
         del buffer[:at]
         return out
+
+
+# --- supervisor -> worker, once: the validated settings ---------------------------------------
+def read_settings(channel: socket.socket) -> Settings:
+    """The first frame from the supervisor: its validated settings, pickled."""
+    head = _recv_exactly(channel, _HEADER.size)
+    (length,) = _HEADER.unpack(head)
+    settings = pickle.loads(_recv_exactly(channel, length))
+    from infermeter.settings import Settings
+
+    if not isinstance(settings, Settings):
+        raise TypeError("the supervisor sent no settings")
+    return settings
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise EOFError("the supervisor closed the channel")
+        data += chunk
+    return bytes(data)
+
+
+def settings_frame(settings: Settings) -> bytes:
+    body = pickle.dumps(settings)
+    return _HEADER.pack(len(body)) + body

@@ -54,7 +54,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(for_serve: bool = False) -> argparse.ArgumentParser:
+    """`for_serve`: leave the other commands' arguments out. Building them imports the
+    demo upstream (aiohttp) and the rules renderer: ~12 MB the supervisor would carry."""
     parser = argparse.ArgumentParser(
         prog="infermeter",
         description="Prometheus exporter and observability sidecar for LLM inference.",
@@ -67,21 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
         "demo-upstream",
         help="run a simulated OpenAI-compatible inference server (for wiring checks and tests)",
     )
-    from infermeter.demo.upstream import add_arguments
-
-    add_arguments(demo)
     rules = commands.add_parser(
         "rules", help="render the Prometheus recording and alert rules with your parameters"
     )
-    from infermeter.rules.cli import add_arguments as add_rules_arguments
+    if not for_serve:
+        from infermeter.demo.upstream import add_arguments
+        from infermeter.rules.cli import add_arguments as add_rules_arguments
 
-    add_rules_arguments(rules)
+        add_arguments(demo)
+        add_rules_arguments(rules)
     commands.add_parser("version", help="print the version")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = vars(build_parser().parse_args(argv))
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((word for word in words if not word.startswith("-")), None)
+    args = vars(build_parser(for_serve=command == "serve").parse_args(words))
     command = args.pop("command")
     if command == "version":
         print(f"infermeter {__version__}")

@@ -7,13 +7,15 @@ generated from them, so names, types, help texts and labels cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+if TYPE_CHECKING:  # imported where used: a proxy worker never needs prometheus_client
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
+    Family = CounterMetricFamily | GaugeMetricFamily
 
 Kind = Literal["counter", "gauge", "histogram"]
-Family = CounterMetricFamily | GaugeMetricFamily
 GPU_LABELS = ("gpu", "uuid")
 
 
@@ -28,6 +30,8 @@ class MetricSpec:
 
     def family(self, extra_labels: tuple[str, ...] = ()) -> Family:
         """A fresh, empty family for one scrape (custom collectors only)."""
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
         labels = [*self.labels, *extra_labels]
         if self.kind == "counter":
             return CounterMetricFamily(self.name, self.help, labels=labels)
@@ -42,6 +46,8 @@ class MetricSpec:
 
         `extra_labels`: labels configured at run time (the `--attribute` labels).
         """
+        from prometheus_client import Counter, Gauge, Histogram
+
         labels = (*self.labels, *extra_labels)
         if self.kind == "counter":
             return Counter(self.name, self.help, labels, registry=registry)

@@ -23,11 +23,10 @@ from prometheus_client.metrics_core import Metric
 
 from infermeter import metrics as m
 from infermeter.accumulators import FamilyDecl
-from infermeter.channel import Decoder
+from infermeter.channel import Decoder, settings_frame
 from infermeter.merge import Merger
 from infermeter.proxy.model_slots import ModelSlots
 from infermeter.settings import Settings
-from infermeter.worker import settings_frame
 
 log = logging.getLogger(__name__)
 #: Restart delays after quick deaths: 0.1 s doubling to 5 s; reset by a minute alive.

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from infermeter import __version__
+from infermeter.otel_env import enabled_by_environment
 from infermeter.settings import Settings
 from infermeter.streams.api import Api
 from infermeter.streams.timing import RequestRecord
@@ -110,18 +111,6 @@ class TracingConfig:
     metrics: bool
     capture_content: bool
     capture_max_bytes: int
-
-
-def enabled_by_environment(environ: Mapping[str, str]) -> bool:
-    """The standard variables alone switch tracing on, as in any OpenTelemetry SDK."""
-    if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    if environ.get("OTEL_TRACES_EXPORTER", "").lower() == "none":
-        return False
-    return bool(
-        environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    )
 
 
 def _signal_url(endpoint: str | None, signal: str) -> str | None:

@@ -15,11 +15,9 @@ import contextlib
 import logging
 import math
 import os
-import pickle
 import resource
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,7 +27,7 @@ import uvicorn
 from infermeter import metrics as m
 from infermeter.accumulators import Store
 from infermeter.attribution import OTHER, Attribution, parse_attributes
-from infermeter.channel import SNAPSHOT_INTERVAL, encode
+from infermeter.channel import SNAPSHOT_INTERVAL, encode, read_settings
 from infermeter.guard import (
     counting,
     guarded_protocol,
@@ -38,6 +36,7 @@ from infermeter.guard import (
     share,
 )
 from infermeter.loop_lag import watch_lag
+from infermeter.otel_env import enabled_by_environment
 from infermeter.prices import load as load_prices
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.errors import HideAbortedStreams
@@ -47,10 +46,8 @@ from infermeter.proxy.upstream import UpstreamClient
 from infermeter.runtime import FD_LIMIT_CAP, loop_factory, raise_fd_limit
 from infermeter.settings import Settings
 from infermeter.streams.timing import SLO
-from infermeter.tracing import make_tracing
 
 log = logging.getLogger("infermeter.worker")  # not __main__ under -m
-_LENGTH = struct.Struct("!I")
 
 
 class ProxyServer(uvicorn.Server):
@@ -118,7 +115,11 @@ class Worker:
             read_timeout=settings.upstream_read_timeout,
             total_timeout=settings.upstream_timeout,
         )
-        self.tracing = make_tracing(settings, settings.upstream)
+        self.tracing = None
+        if settings.otlp_endpoint is not None or enabled_by_environment(os.environ):
+            from infermeter.tracing import make_tracing  # the SDK only when tracing is on
+
+            self.tracing = make_tracing(settings, settings.upstream)
         strip = attribution.headers if settings.strip_attribute_headers else frozenset()
         self.proxy = ProxyApp(
             settings.upstream,
@@ -232,31 +233,6 @@ class Worker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
         return 0
-
-
-def read_settings(channel: socket.socket) -> Settings:
-    """The first frame from the supervisor: its validated settings, pickled."""
-    head = _recv_exactly(channel, _LENGTH.size)
-    (length,) = _LENGTH.unpack(head)
-    settings = pickle.loads(_recv_exactly(channel, length))
-    if not isinstance(settings, Settings):
-        raise TypeError("the supervisor sent no settings")
-    return settings
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            raise EOFError("the supervisor closed the channel")
-        data += chunk
-    return bytes(data)
-
-
-def settings_frame(settings: Settings) -> bytes:
-    body = pickle.dumps(settings)
-    return _LENGTH.pack(len(body)) + body
 
 
 def main(argv: Sequence[str] | None = None) -> int:

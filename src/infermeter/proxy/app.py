@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from infermeter.guard import REJECTED
@@ -34,7 +34,9 @@ from infermeter.streams.api import Api, api_for_path
 from infermeter.streams.parsers import StreamParser, parser_for
 from infermeter.streams.request_info import SCAN_LIMIT, RequestInfo, parse_request_body
 from infermeter.streams.timing import Outcome, RequestMeter
-from infermeter.tracing import RequestTrace, Tracing
+
+if TYPE_CHECKING:  # the SDK is imported only where tracing is on (infermeter.worker)
+    from infermeter.tracing import RequestTrace, Tracing
 
 log = logging.getLogger(__name__)
 Scope = dict[str, Any]
