@@ -267,7 +267,14 @@ def test_stalled_uploads_hold_no_upstream_connection_and_a_full_pool_answers_503
             upgrade = exchange(
                 proxy, post(CHAT, b'{"model": "m"}', b"Connection: upgrade", b"Upgrade: foo")
             )
-            text = sidecar.wait_metric("infermeter_upstream_pool_timeouts_total", 1.0)
+            text = wait_for(  # not fresh: a stopped worker never hands over
+                lambda: (
+                    (t := sidecar.metrics(fresh=False))
+                    and value(t, "infermeter_upstream_pool_timeouts_total") == 1.0
+                    and t
+                ),
+                what="the pool timeout counted",
+            )
             for sock in stalled + slow:
                 sock.close()
     assert status_of(good) == 200
