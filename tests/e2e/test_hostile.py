@@ -209,6 +209,7 @@ def test_a_connection_flood_on_the_proxy_port_leaves_the_metrics_port_serving(
             for _ in range(1100 * int(workers)):
                 flood.append(connect(proxy))
             time.sleep(0.5)
+            sidecar.handed_over()  # the workers' refusals so far
             metrics = sidecar.get("/metrics")
             health = sidecar.get("/healthz")
             refused = exchange(proxy, post(CHAT, b'{"model":"m"}'))

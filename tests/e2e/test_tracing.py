@@ -198,6 +198,7 @@ def test_sampling_ratio_zero_still_follows_a_sampled_parent(tmp_path: Path) -> N
         httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers={**fast, **parent})
         httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers=fast)
         (span,) = spans_of(receiver)
+        sidecar.handed_over()  # the workers' figures of those requests
         text = sidecar.get("/metrics", Accept="application/openmetrics-text; version=1.0.0").text
     assert span.trace_id.hex() == PARENT_TRACE
     exemplars = {
