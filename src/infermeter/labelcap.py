@@ -6,47 +6,28 @@ client can grow the series count without bound.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterable
-
 
 class LabelCap:
     """Admits the first `limit` distinct values; maps every later one to `overflow`.
 
-    With `fixed` values (an operator's allow-list) nothing else is ever admitted.
+    One thread only (a worker's loop, the engine fetcher's thread): the whole sidecar's
+    shared caps are `proxy.model_slots`.
     """
 
-    __slots__ = ("_lock", "_seen", "fixed", "limit", "overflow")
+    __slots__ = ("_seen", "limit", "overflow")
 
-    def __init__(self, limit: int, overflow: str = "_other", fixed: Iterable[str] = ()) -> None:
+    def __init__(self, limit: int, overflow: str = "_other") -> None:
         self.limit = limit
         self.overflow = overflow
-        self._seen: set[str] = set(fixed)
-        self.fixed = bool(self._seen)
-        self._lock = threading.Lock()
+        self._seen: set[str] = set()
 
     def __call__(self, value: str) -> str:
-        """`value` if it has a slot or gets one now, else `overflow`."""
-        if value in self._seen:  # the hot path: a known value takes no lock
+        if value in self._seen:
             return value
-        return value if self.admit(value) else self.overflow
-
-    def get(self, value: str) -> str:
-        """`value` if it already has a slot, else `overflow`; never admits."""
-        return value if value in self._seen else self.overflow
-
-    def admit(self, value: str) -> bool:
-        """Give `value` a slot if one is free; True when it has one now."""
-        with self._lock:  # the engine fetcher's thread labels models too
-            if value in self._seen:
-                return True
-            if self.fixed or len(self._seen) >= self.limit:
-                return False
-            self._seen.add(value)
-        return True
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._seen
+        if len(self._seen) >= self.limit:
+            return self.overflow
+        self._seen.add(value)
+        return value
 
     def __len__(self) -> int:
         return len(self._seen)

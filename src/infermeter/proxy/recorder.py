@@ -167,10 +167,6 @@ class Recorder:
             return False
         return self.slots.claim(clean_text(model, MAX_MODEL_LENGTH))
 
-    def engine_model_label(self, model: str) -> str:
-        """The label of a model the engine itself reports: served, so it may take a slot."""
-        return label_model(self.slots, model)
-
     def series(self, model: str | None, api: str) -> Series:
         label = self.model_label(model)
         key = (label, api)
