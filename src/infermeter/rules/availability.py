@@ -43,14 +43,15 @@ def _errors(params: Params, w: str) -> str:
     if codes:
         parts.append(f'rate(infermeter_requests_total{{code=~"{codes}"}}[{w}])')
     parts.append(f"0 * rate(infermeter_requests_total[{w}])")  # a zero where nothing failed
-    return f"sum by ({NM}) ({' or '.join(parts)})"  # `or`: error and code series never collide
+    # `or`: error and code series never collide
+    return f"sum by ({params.by(NM)}) ({' or '.join(parts)})"
 
 
 def recording(params: Params) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = [
         {
             "record": ratio(w),
-            "expr": f"{_errors(params, w)} / sum by ({NM}) "
+            "expr": f"{_errors(params, w)} / sum by ({params.by(NM)}) "
             f"(rate(infermeter_requests_total[{w}])) >= 0",
         }
         for w in windows()

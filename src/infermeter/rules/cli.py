@@ -11,6 +11,11 @@ from infermeter.rules.render import alert_rules, budget_rules, recording_rules
 
 #: Params fields that are not a single scalar: given by their own flags below
 COMPOUND = ("labels", "budgets", "attribution_labels")
+HELP = {
+    "cluster_label": "Label telling clusters apart where one Prometheus, Thanos or Mimir "
+    "ruler sees several (kubernetes-mixin's clusterLabel), e.g. cluster: every grouping and "
+    "join keeps it, so each cluster has its own baselines and alerts. Default: none.",
+}
 
 
 def _budget(text: str) -> tuple[str, float]:
@@ -58,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=kind,
             default=default,
             metavar=kind.__name__.upper(),
-            help=f"Default: {default}.",
+            help=HELP.get(field.name, f"Default: {default}."),
         )
 
 

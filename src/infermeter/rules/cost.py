@@ -81,7 +81,7 @@ def recording(params: Params) -> list[dict[str, Any]]:
         "record": spend(b, f"rate{params.forecast_window}"),
         "expr": total(COST, f"{b}, currency", "rate", params.forecast_window),
     })  # fmt: skip
-    nm = "namespace, model"
+    nm = params.by("namespace, model")  # spend by team and feature: across clusters
     by_model = f"namespace_model_currency:infermeter_spend:rate{w}"
     requests = f"sum by ({nm}) (rate(infermeter_requests_total[{w}]))"
     rules += [

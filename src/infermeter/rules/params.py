@@ -73,3 +73,10 @@ class Params:
         "https://github.com/infermeter/infermeter/blob/main/deploy/prometheus/runbook.md"
     )
     labels: dict[str, str] = field(default_factory=dict)  # extra labels on every alert
+    # multi-cluster (Thanos, Mimir, a central ruler): this label is added to every grouping
+    # and join, so clusters with the same namespace, pod and model stay apart; "": none
+    cluster_label: str = ""
+
+    def by(self, labels: str) -> str:
+        """A PromQL label list (`namespace, model`) with the cluster label in front, if any."""
+        return f"{self.cluster_label}, {labels}" if self.cluster_label else labels

@@ -37,7 +37,14 @@ LATENCIES = (
 
 
 def _rate(metric: str, by: str, params: Params) -> str:
-    return f"sum by ({by}) (rate({metric}[{params.rate_window}]))"
+    return f"sum by ({params.by(by)}) (rate({metric}[{params.rate_window}]))"
+
+
+def _where(params: Params, *labels: str) -> tuple[str, str]:
+    """For a query in an alert template: the matchers `namespace='%s',model='%s'` (the
+    cluster label first, if any) and the `$labels.*` that `printf` fills them with."""
+    names = (params.cluster_label, *labels) if params.cluster_label else labels
+    return ",".join(f"{n}='%s'" for n in names), " ".join(f"$labels.{n}" for n in names)
 
 
 def requests_rate(params: Params) -> str:
@@ -54,10 +61,13 @@ def recording_groups(params: Params) -> list[dict[str, Any]]:
                 "record": lat.p(q, params),
                 "expr": f"histogram_quantile({q / 100}, {_rate(lat.metric + '_bucket', NM + ', le', params)}) >= 0",
             })  # fmt: skip
-    output = (
-        f"{_rate('infermeter_completion_tokens_total', NM, params)} + "
-        f"{_rate('infermeter_completion_tokens_estimated_total', NM, params)}"
-    )
+
+    def output(by: str) -> str:
+        return (
+            f"{_rate('infermeter_completion_tokens_total', by, params)} + "
+            f"{_rate('infermeter_completion_tokens_estimated_total', by, params)}"
+        )
+
     rules += [
         {"record": requests_rate(params), "expr": _rate("infermeter_requests_total", NM, params)},
         {"record": f"namespace_model:infermeter_request_errors:rate{w}",
@@ -70,15 +80,14 @@ def recording_groups(params: Params) -> list[dict[str, Any]]:
          "expr": f"{_rate('infermeter_goodput_requests_total', NM, params)} / {requests_rate(params)} > -1"},
         {"record": f"namespace_model:infermeter_prompt_tokens:rate{w}",
          "expr": _rate("infermeter_prompt_tokens_total", NM, params)},
-        {"record": f"namespace_model:infermeter_output_tokens:rate{w}", "expr": output},
-        {"record": f"namespace_pod:infermeter_output_tokens:rate{w}",
-         "expr": output.replace(NM, "namespace, pod")},
+        {"record": f"namespace_model:infermeter_output_tokens:rate{w}", "expr": output(NM)},
+        {"record": f"namespace_pod:infermeter_output_tokens:rate{w}", "expr": output("namespace, pod")},
         {"record": f"namespace_pod:infermeter_gpu_power:watts_rate{w}",
          "expr": _rate("infermeter_gpu_energy_joules_total", "namespace, pod", params)},
         {"record": "namespace_pod:infermeter_energy_per_output_token:joules",
          "expr": f"namespace_pod:infermeter_gpu_power:watts_rate{w} / namespace_pod:infermeter_output_tokens:rate{w} > 0"},
         {"record": "namespace_pod:infermeter_gpus:count",
-         "expr": 'count by (namespace, pod) (infermeter_gpu_info{parent_uuid=""})'},
+         "expr": f'count by ({params.by("namespace, pod")}) (infermeter_gpu_info{{parent_uuid=""}})'},
         {"record": "namespace_pod:infermeter_cost_per_million_output_tokens:currency",
          "expr": f"namespace_pod:infermeter_gpus:count * {params.gpu_hourly_price} / 3600 / "
                  f"namespace_pod:infermeter_output_tokens:rate{w} * 1e6 > 0"},
@@ -110,11 +119,11 @@ def engine_recording_rules(params: Params) -> list[dict[str, Any]]:
     )
     return [
         {"record": "namespace_model:infermeter_engine_requests_waiting:sum",
-         "expr": f"sum by ({NM}) (infermeter_engine_requests_waiting)"},
+         "expr": f"sum by ({params.by(NM)}) (infermeter_engine_requests_waiting)"},
         {"record": "namespace_model:infermeter_engine_requests_running:sum",
-         "expr": f"sum by ({NM}) (infermeter_engine_requests_running)"},
+         "expr": f"sum by ({params.by(NM)}) (infermeter_engine_requests_running)"},
         {"record": "namespace_model:infermeter_engine_kv_cache_usage_ratio:max",
-         "expr": f"max by ({NM}) (infermeter_engine_kv_cache_usage_ratio)"},
+         "expr": f"max by ({params.by(NM)}) (infermeter_engine_kv_cache_usage_ratio)"},
         {"record": f"namespace_model:infermeter_engine_prefix_cache_hits:ratio_rate{w}",
          "expr": f"{hits} / {queries} > -1"},
         {"record": f"namespace_model:infermeter_engine_preemptions:rate{w}",
@@ -122,13 +131,14 @@ def engine_recording_rules(params: Params) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _engine_now(metric: str, how: str, known: str, unknown: str) -> str:
+def _engine_now(params: Params, metric: str, how: str, known: str, unknown: str) -> str:
     """Alert-template text: the engine's `metric` for the alert's namespace and model now
     (`known` around {}, else `unknown`); engines that name no model (TGI, llama.cpp) count
     for every model of the namespace."""
-    query = f"{how}({metric}{{namespace='%s',model='%s'}}) or {how}({metric}{{namespace='%s',model=''}})"
+    (nm, nm_args), (ns, ns_args) = _where(params, "namespace", "model"), _where(params, "namespace")
+    query = f"{how}({metric}{{{nm}}}) or {how}({metric}{{{ns},model=''}})"
     return (
-        f'{{{{ with printf "{query}" $labels.namespace $labels.model $labels.namespace | query }}}}'
+        f'{{{{ with printf "{query}" {nm_args} {ns_args} | query }}}}'
         + known.format(
             "{{ . | first | value | "
             + ("humanizePercentage" if how == "max" else "humanize")
@@ -138,23 +148,44 @@ def _engine_now(metric: str, how: str, known: str, unknown: str) -> str:
     )
 
 
-ENGINE_AT_FIRING = (
-    " Engine now: "
-    + _engine_now(
-        "infermeter_engine_requests_waiting", "sum", "{} requests waiting", "queue unknown"
+def engine_at_firing(params: Params) -> str:
+    return (
+        " Engine now: "
+        + _engine_now(
+            params,
+            "infermeter_engine_requests_waiting",
+            "sum",
+            "{} requests waiting",
+            "queue unknown",
+        )
+        + ", "
+        + _engine_now(
+            params,
+            "infermeter_engine_kv_cache_usage_ratio",
+            "max",
+            "KV cache {} full",
+            "KV cache unknown",
+        )
+        + "."
     )
-    + ", "
-    + _engine_now(
-        "infermeter_engine_kv_cache_usage_ratio", "max", "KV cache {} full", "KV cache unknown"
-    )
-    + "."
-)
+
+
 WITH_ENGINE_FIGURES = ("TTFT", "ITL")  # latencies a queue or a full KV cache explains
 
 
 def _alert(
-    params: Params, name: str, expr: str, for_: str, severity: str, summary: str, description: str
+    params: Params,
+    name: str,
+    expr: str,
+    for_: str,
+    severity: str,
+    summary: str,
+    description: str,
+    *,
+    per_cluster: bool = True,
 ) -> dict[str, Any]:
+    if params.cluster_label and per_cluster:  # the alert's series keep the cluster label
+        summary += f" ({params.cluster_label} {{{{ $labels.{params.cluster_label} }}}})"
     return {
         "alert": name,
         "expr": expr,
@@ -171,10 +202,11 @@ def _alert(
 def _latency_alerts(params: Params, lat: Latency) -> list[dict[str, Any]]:
     p99, base = lat.p(99, params), lat.baseline(params)
     floor, slo = getattr(params, lat.floor), getattr(params, lat.slo)
-    busy = f"on ({NM}) {requests_rate(params)} > {params.min_request_rate}"
+    busy = f"on ({params.by(NM)}) {requests_rate(params)} > {params.min_request_rate}"
+    where, args = _where(params, "namespace", "model")
     measured = (
-        '{{ with printf "' + p99 + "{namespace='%s',model='%s'}\" $labels.namespace "
-        "$labels.model | query }}{{ . | first | value | humanizeDuration }}{{ end }}"
+        f'{{{{ with printf "{p99}{{{where}}}" {args} | query }}}}'
+        "{{ . | first | value | humanizeDuration }}{{ end }}"
     )
     return [
         _alert(
@@ -188,12 +220,12 @@ def _latency_alerts(params: Params, lat: Latency) -> list[dict[str, Any]]:
             f"p99 {lat.what} of model {{{{ $labels.model }}}} in {{{{ $labels.namespace }}}} is "
             f'{measured}, {{{{ $value | printf "%.1f" }}}}x its median p99 of the last '
             f"{params.baseline_window} (alert above {params.multiplier}x)."
-            + (ENGINE_AT_FIRING if lat.key in WITH_ENGINE_FIGURES else ""),
+            + (engine_at_firing(params) if lat.key in WITH_ENGINE_FIGURES else ""),
         ),
         _alert(
             params,
             f"Infermeter{lat.key}AboveSLO",
-            f"({p99} > {slo}) unless on ({NM}) {base} and {busy}",
+            f"({p99} > {slo}) unless on ({params.by(NM)}) {base} and {busy}",
             params.slo_for,
             "warning",
             f"{lat.what.capitalize()} p99 of {{{{ $labels.model }}}} is above {slo}s (no baseline yet)",
@@ -207,27 +239,28 @@ def _latency_alerts(params: Params, lat: Latency) -> list[dict[str, Any]]:
 def alert_groups(params: Params) -> list[dict[str, Any]]:
     w = params.rate_window
     ev = params.event_window
+    pod = params.by("namespace, pod")
     rules: list[dict[str, Any]] = []
     for lat in LATENCIES:
         rules += _latency_alerts(params, lat)
     rules += [
         _alert(params, "InfermeterErrorRatioHigh",
                f"namespace_model:infermeter_request_errors:ratio_rate{w} > {params.error_ratio} "
-               f"and on ({NM}) {requests_rate(params)} > {params.min_request_rate}",
+               f"and on ({params.by(NM)}) {requests_rate(params)} > {params.min_request_rate}",
                params.error_for, "critical",
                "{{ $labels.model }} fails {{ $value | humanizePercentage }} of its requests",
                "{{ $value | humanizePercentage }} of requests to {{ $labels.model }} in "
                "{{ $labels.namespace }} failed over the last " + w + " (alert above "
                f"{params.error_ratio:.0%}). Split by error_type to see where."),
         _alert(params, "InfermeterUpstreamUnreachable",
-               f'sum by (namespace, pod) (rate(infermeter_request_errors_total{{error_type="upstream_connect"}}[{w}])) > 0',
+               f'sum by ({pod}) (rate(infermeter_request_errors_total{{error_type="upstream_connect"}}[{w}])) > 0',
                params.unreachable_for, "critical",
                "infermeter in {{ $labels.pod }} cannot reach its inference server",
                "{{ $value | printf \"%.2f\" }} requests/s from {{ $labels.pod }} in {{ $labels.namespace }} "
                "fail to connect to the upstream (502 to clients)."),
         _alert(params, "InfermeterRequestsStuck",
-               f"sum by (namespace, pod) (infermeter_requests_in_flight) > 0 and "
-               f"sum by (namespace, pod) (rate(infermeter_requests_total[{w}])) == 0",
+               f"sum by ({pod}) (infermeter_requests_in_flight) > 0 and "
+               f"sum by ({pod}) (rate(infermeter_requests_total[{w}])) == 0",
                params.stuck_for, "warning",
                "Requests in {{ $labels.pod }} are in flight but none completes",
                "{{ $value }} requests are open in {{ $labels.pod }} ({{ $labels.namespace }}) and "
@@ -247,7 +280,7 @@ def alert_groups(params: Params) -> list[dict[str, Any]]:
                "GPU {{ $labels.gpu }} ({{ $labels.uuid }}) of {{ $labels.pod }} has been above "
                f"{params.gpu_temperature_celsius:g}°C for {params.gpu_temperature_for}."),
         _alert(params, "InfermeterGPUThermalThrottling",
-               'max by (namespace, pod, gpu, uuid) (infermeter_gpu_clock_event_active'
+               f'max by ({pod}, gpu, uuid) (infermeter_gpu_clock_event_active'
                '{reason=~"hw_slowdown|hw_thermal_slowdown|sw_thermal_slowdown"}) == 1',
                params.throttle_for, "warning",
                "GPU {{ $labels.gpu }} of {{ $labels.pod }} is thermally throttled",
@@ -284,7 +317,7 @@ def alert_groups(params: Params) -> list[dict[str, Any]]:
                "The scrape of {{ $labels.instance }} ({{ $labels.job }}) has failed for "
                + params.target_down_for + ": no inference or GPU metrics from it."),
         _alert(params, "InfermeterEventLoopLagHigh",
-               "histogram_quantile(0.99, sum by (namespace, pod, le) "
+               f"histogram_quantile(0.99, sum by ({pod}, le) "
                f"(rate(infermeter_event_loop_lag_seconds_bucket[{w}]))) > {params.loop_lag_seconds}",
                params.loop_lag_for, "warning",
                "infermeter in {{ $labels.pod }} runs late: its latencies are inflated",
@@ -295,20 +328,24 @@ def alert_groups(params: Params) -> list[dict[str, Any]]:
     def alert(*args: str) -> dict[str, Any]:
         return _alert(params, *args)
 
+    def global_alert(*args: str) -> dict[str, Any]:
+        return _alert(params, *args, per_cluster=False)
+
     return [
         {"name": "infermeter.alerts", "rules": rules},
         {"name": "infermeter.engine.alerts", "rules": engine_alerts(params)},
-        {"name": "infermeter.spend.alerts", "rules": cost.alerts(params, alert)},
+        # budgets are a team's across every cluster: spend by team is not per cluster
+        {"name": "infermeter.spend.alerts", "rules": cost.alerts(params, global_alert)},
         {"name": "infermeter.availability.alerts", "rules": availability.alerts(params, alert)},
     ]
 
 
 def engine_alerts(params: Params) -> list[dict[str, Any]]:
-    by = "namespace, pod, model, engine"
+    by = params.by("namespace, pod, model, engine")
     waiting = f"sum by ({by}) (infermeter_engine_requests_waiting)"
+    where, args = _where(params, "namespace", "pod", "model")
     waiting_now = (
-        "{{ with printf \"sum(infermeter_engine_requests_waiting{namespace='%s',pod='%s',"
-        "model='%s'})\" $labels.namespace $labels.pod $labels.model | query }}"
+        f'{{{{ with printf "sum(infermeter_engine_requests_waiting{{{where}}})" {args} | query }}}}'
         "{{ . | first | value | humanize }}{{ end }}"
     )
     return [
