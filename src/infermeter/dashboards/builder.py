@@ -8,7 +8,8 @@ units, series styles), so the picture and the JSON cannot drift apart.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": "${datasource}"}
@@ -77,6 +78,7 @@ class Variable:
     name: str
     label: str
     query: str
+    single: bool = False  # one value at a time, no "All" (the cluster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +272,23 @@ def _panel_json(placed: Placed, panel_id: int) -> dict[str, Any]:
 
 
 def _variable_json(variable: Variable) -> dict[str, Any]:
+    if variable.single:  # Grafana selects the first value
+        return {
+            "type": "query",
+            "name": variable.name,
+            "label": variable.label,
+            "datasource": DATASOURCE,
+            "query": variable.query,
+            "definition": variable.query,
+            "refresh": 2,
+            "includeAll": False,
+            "multi": False,
+            "sort": 1,
+            "regex": "",
+            "current": {},
+            "options": [],
+            "hide": 0,
+        }
     return {
         "type": "query",
         "name": variable.name,
@@ -323,6 +342,35 @@ def to_json(dashboard: Dashboard) -> dict[str, Any]:
         "templating": {"list": [datasource, *(_variable_json(v) for v in dashboard.variables)]},
         "panels": [_panel_json(p, i + 1) for i, p in enumerate(layout(dashboard))],
     }  # fmt: skip
+
+
+NAMESPACE = 'namespace=~"$namespace"'
+"""In every selector the variables narrow (the catalogue's INF, NM, NP and NME)."""
+
+
+def with_cluster(dashboard: Dashboard, label: str) -> Dashboard:
+    """The dashboard for a Prometheus that sees several clusters (Thanos, Mimir, a central
+    ruler, with rules from `infermeter rules --cluster-label`): a `cluster` variable before
+    the others, one cluster at a time (as kubernetes-mixin's multi-cluster dashboards, so
+    that pods and models of the same name in two clusters never fold into one line), and
+    `label="$cluster"` in every selector the variables narrow. Series recorded across
+    clusters (spend by team and feature, budgets, the objective) keep no selector."""
+    matcher = f'{label}="$cluster"'
+
+    def scoped(expr: str) -> str:
+        expr = expr.replace(NAMESPACE, f"{matcher}, {NAMESPACE}")
+        return re.sub(r"label_values\((\w+),", rf"label_values(\1{{{matcher}}},", expr)
+
+    def panel(item: Panel) -> Panel:
+        targets = tuple(replace(t, expr=scoped(t.expr)) for t in item.targets)
+        return replace(item, targets=targets)
+
+    cluster = Variable("cluster", "Cluster", f"label_values(infermeter_build_info, {label})", True)
+    return replace(
+        dashboard,
+        rows=tuple(replace(r, panels=tuple(panel(p) for p in r.panels)) for r in dashboard.rows),
+        variables=(cluster, *(replace(v, query=scoped(v.query)) for v in dashboard.variables)),
+    )
 
 
 def render(dashboard: Dashboard) -> str:
