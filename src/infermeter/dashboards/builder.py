@@ -272,24 +272,7 @@ def _panel_json(placed: Placed, panel_id: int) -> dict[str, Any]:
 
 
 def _variable_json(variable: Variable) -> dict[str, Any]:
-    if variable.single:  # Grafana selects the first value
-        return {
-            "type": "query",
-            "name": variable.name,
-            "label": variable.label,
-            "datasource": DATASOURCE,
-            "query": variable.query,
-            "definition": variable.query,
-            "refresh": 2,
-            "includeAll": False,
-            "multi": False,
-            "sort": 1,
-            "regex": "",
-            "current": {},
-            "options": [],
-            "hide": 0,
-        }
-    return {
+    out = {
         "type": "query",
         "name": variable.name,
         "label": variable.label,
@@ -306,6 +289,10 @@ def _variable_json(variable: Variable) -> dict[str, Any]:
         "options": [],
         "hide": 0,
     }
+    if variable.single:  # no "All": Grafana selects the first value
+        del out["allValue"]
+        out |= {"includeAll": False, "multi": False, "current": {}}
+    return out
 
 
 def to_json(dashboard: Dashboard) -> dict[str, Any]:
