@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -100,3 +101,7 @@ def test_missing_pid_reports_server_down(tmp_path: Path) -> None:
     with run_sidecar(tmp_path, "--no-gpu-metrics", "--watch-pid", str(proc.pid)) as sidecar:
         text = sidecar.wait_metric("infermeter_process_up", 0.0, process="server")
     assert value(text, "infermeter_process_up", process="sidecar") == 1.0
+    # one answer for the sidecar's own figures: client_python's process_* (the supervisor
+    # alone, not its workers) is not exported
+    assert not re.search(r"^(# (HELP|TYPE) )?process_", text, re.MULTILINE)
+    assert "python_info" in text

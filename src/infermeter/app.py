@@ -22,7 +22,6 @@ from prometheus_client import (
     PlatformCollector,
     disable_created_metrics,
 )
-from prometheus_client import ProcessCollector as ClientProcessCollector
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -75,7 +74,9 @@ class Sidecar:
         self.settings = settings
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
         self.registry = CollectorRegistry(auto_describe=False)
-        ClientProcessCollector(registry=self.registry)
+        # The sidecar's own CPU, memory and fds are infermeter_process_*{process="sidecar"}:
+        # the supervisor and its proxy workers. client_python's process_* would describe the
+        # supervisor alone, a second and smaller answer to the same question.
         PlatformCollector(registry=self.registry)
         build = Gauge(
             m.BUILD_INFO.name, m.BUILD_INFO.help, m.BUILD_INFO.labels, registry=self.registry
