@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import promql_parser as pq
+import pytest
 import yaml
 
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
@@ -121,6 +122,18 @@ def test_cli_output_passes_promtool_check(tmp_path: Path) -> None:
     names = ("recording-rules.yaml", "alert-rules.yaml", "budget-rules.yaml")
     result = promtool("check", "rules", *names, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("bad", ["a-b", "1cluster", "cluster}"])
+def test_a_label_that_is_no_label_name_is_refused(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from infermeter.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["rules", "--cluster-label", bad])
+    assert exit_.value.code == 2
+    assert "not a Prometheus label name" in capsys.readouterr().err
 
 
 # Two clusters, the same namespace, pod and model. Windows are shortened (a 2 h baseline) so

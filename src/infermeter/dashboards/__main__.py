@@ -8,6 +8,7 @@ from pathlib import Path
 
 from infermeter.dashboards.builder import render, with_cluster
 from infermeter.dashboards.catalogue import DASHBOARDS
+from infermeter.rules.cli import label_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="Fail if a file is out of date.")
     parser.add_argument(
         "--cluster-label",
+        type=label_name,
         default="",
         metavar="LABEL",
         help="Dashboards for several clusters in one Prometheus (Thanos, Mimir): a cluster "

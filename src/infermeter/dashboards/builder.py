@@ -352,7 +352,9 @@ def with_cluster(dashboard: Dashboard, label: str) -> Dashboard:
         targets = tuple(replace(t, expr=scoped(t.expr)) for t in item.targets)
         return replace(item, targets=targets)
 
-    cluster = Variable("cluster", "Cluster", f"label_values(infermeter_build_info, {label})", True)
+    cluster = Variable(
+        "cluster", "Cluster", f"label_values(infermeter_build_info, {label})", single=True
+    )
     return replace(
         dashboard,
         rows=tuple(replace(r, panels=tuple(panel(p) for p in r.panels)) for r in dashboard.rows),

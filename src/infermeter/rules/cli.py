@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 from infermeter.rules.params import Params
@@ -27,6 +28,12 @@ def _budget(text: str) -> tuple[str, float]:
     if not sep or not name.strip() or value < 0:
         raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT, e.g. team-a=5000, got {text!r}")
     return name.strip(), value
+
+
+def label_name(text: str) -> str:
+    if text and not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", text):
+        raise argparse.ArgumentTypeError(f"not a Prometheus label name: {text!r}")
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         kind = type(default)
         parser.add_argument(
             "--" + field.name.replace("_", "-"),
-            type=kind,
+            type=label_name if field.name == "cluster_label" else kind,
             default=default,
             metavar=kind.__name__.upper(),
             help=HELP.get(field.name, f"Default: {default}."),
