@@ -27,6 +27,7 @@ from infermeter.channel import Decoder, settings_frame
 from infermeter.merge import Merger
 from infermeter.proxy.model_slots import ModelSlots
 from infermeter.settings import Settings
+from infermeter.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
 #: Restart delays after quick deaths: 0.1 s doubling to 5 s; reset by a minute alive.
@@ -148,7 +149,7 @@ class WorkerPool:
             *command, pass_fds=fds, start_new_session=True
         )
         theirs.close()
-        ours.sendall(settings_frame(self.settings))
+        ours.sendall(settings_frame(WorkerConfig.from_settings(self.settings)))
         self._sources += 1
         slot.source = self._sources
         slot.ready = False
