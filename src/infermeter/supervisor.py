@@ -108,9 +108,10 @@ class WorkerPool:
         slot.last_heard = time.monotonic()
         if kind == "snap":
             _, decls, items = message
-            if decls:
-                self.merger.declare(FamilyDecl(*decl) for decl in decls)
-            self.merger.update(source, items)
+            with self.merger.lock:  # the render thread reads the merger
+                if decls:
+                    self.merger.declare(FamilyDecl(*decl) for decl in decls)
+                self.merger.update(source, items)
         elif kind == "ready":
             slot.ready = True
             if all(s.ready for s in self.slots):
@@ -171,7 +172,8 @@ class WorkerPool:
             code = await proc.wait()
             was_ready = slot.ready
             slot.ready = False
-            self.merger.retire(slot.source)
+            with self.merger.lock:
+                self.merger.retire(slot.source)
             if self.stopping:
                 return
             if not was_ready and not self.all_ready_once:
