@@ -129,15 +129,23 @@ class Sidecar:
                 settings_limits(settings, settings.metrics_max_connections),
                 counting(self.rejected, "metrics"),
             ),
+            prepare=self._take_own,
         )
         self.stopping = False
 
     def _pids(self) -> list[int]:
         return self.pool.pids() if self.pool is not None else []
 
+    def _take_own(self) -> None:
+        """On the loop, which owns them: the metrics port's own refusals, merged as source 0."""
+        items = self.own.take_copy()
+        with self.merger.lock:
+            self.merger.update(0, items)
+
     def render(self, openmetrics: bool, names: frozenset[str] | None) -> bytes:
-        self.merger.update(0, self.own.take_copy())
-        return exposition(self.registry, self.renderer, self.tail, openmetrics, names)
+        """On the render thread; the merger is shared with the loop's hand-overs."""
+        with self.merger.lock:
+            return exposition(self.registry, self.renderer, self.tail, openmetrics, names)
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping:

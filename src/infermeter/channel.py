@@ -20,10 +20,9 @@ import marshal
 import pickle
 import socket
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from infermeter.settings import Settings
+from infermeter.worker_config import WorkerConfig
 
 _HEADER = struct.Struct("!I")
 #: Seconds between snapshots; a worker killed outright loses at most this much.
@@ -61,14 +60,12 @@ class Decoder:
 
 
 # --- supervisor -> worker, once: the validated settings ---------------------------------------
-def read_settings(channel: socket.socket) -> Settings:
-    """The first frame from the supervisor: its validated settings, pickled."""
+def read_settings(channel: socket.socket) -> WorkerConfig:
+    """The first frame from the supervisor: the worker's part of its validated settings."""
     head = _recv_exactly(channel, _HEADER.size)
     (length,) = _HEADER.unpack(head)
     settings = pickle.loads(_recv_exactly(channel, length))
-    from infermeter.settings import Settings
-
-    if not isinstance(settings, Settings):
+    if not isinstance(settings, WorkerConfig):
         raise TypeError("the supervisor sent no settings")
     return settings
 
@@ -83,6 +80,6 @@ def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-def settings_frame(settings: Settings) -> bytes:
+def settings_frame(settings: WorkerConfig) -> bytes:
     body = pickle.dumps(settings)
     return _HEADER.pack(len(body)) + body

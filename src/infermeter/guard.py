@@ -28,11 +28,13 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from infermeter.settings import Settings
+if TYPE_CHECKING:  # the worker gets a WorkerConfig, not the pydantic model
+    from infermeter.settings import Settings
+    from infermeter.worker_config import WorkerConfig
 
 #: Scope key holding the status the server answered with when it cut a running request.
 REJECTED = "infermeter.rejected"
@@ -269,7 +271,7 @@ def proxy_connection_budget(wanted: int, fd_limit: int, metrics_connections: int
     return max(1, min(wanted, room))
 
 
-def settings_limits(settings: Settings, max_connections: int) -> Limits:
+def settings_limits(settings: Settings | WorkerConfig, max_connections: int) -> Limits:
     """The limits of one listener from the settings (both ports share all but the cap)."""
     return Limits(
         head_max_bytes=settings.request_head_max_bytes,

@@ -8,6 +8,7 @@ zero) and its gauges are dropped (its in-flight requests died with it). Pure: no
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 
 from infermeter.accumulators import Exemplar, FamilyDecl, Item, Labels, Payload
@@ -54,6 +55,9 @@ def _newer(
 
 class Merger:
     def __init__(self) -> None:
+        #: Held by whoever changes or reads the merger when a render thread is about (the
+        #: supervisor: hand-overs on its loop, renders on the render thread).
+        self.lock = threading.Lock()
         self.families: dict[str, FamilyDecl] = {}
         #: Label values of each family in order of first appearance (the exposition's order).
         self.series: dict[str, dict[Labels, None]] = {}

@@ -27,6 +27,7 @@ from infermeter.channel import Decoder, settings_frame
 from infermeter.merge import Merger
 from infermeter.proxy.model_slots import ModelSlots
 from infermeter.settings import Settings
+from infermeter.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
 #: Restart delays after quick deaths: 0.1 s doubling to 5 s; reset by a minute alive.
@@ -107,9 +108,10 @@ class WorkerPool:
         slot.last_heard = time.monotonic()
         if kind == "snap":
             _, decls, items = message
-            if decls:
-                self.merger.declare(FamilyDecl(*decl) for decl in decls)
-            self.merger.update(source, items)
+            with self.merger.lock:  # the render thread reads the merger
+                if decls:
+                    self.merger.declare(FamilyDecl(*decl) for decl in decls)
+                self.merger.update(source, items)
         elif kind == "ready":
             slot.ready = True
             if all(s.ready for s in self.slots):
@@ -148,7 +150,7 @@ class WorkerPool:
             *command, pass_fds=fds, start_new_session=True
         )
         theirs.close()
-        ours.sendall(settings_frame(self.settings))
+        ours.sendall(settings_frame(WorkerConfig.from_settings(self.settings)))
         self._sources += 1
         slot.source = self._sources
         slot.ready = False
@@ -170,7 +172,8 @@ class WorkerPool:
             code = await proc.wait()
             was_ready = slot.ready
             slot.ready = False
-            self.merger.retire(slot.source)
+            with self.merger.lock:
+                self.merger.retire(slot.source)
             if self.stopping:
                 return
             if not was_ready and not self.all_ready_once:

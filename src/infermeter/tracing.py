@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -32,9 +32,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from infermeter import __version__
 from infermeter.otel_env import enabled_by_environment
-from infermeter.settings import Settings
 from infermeter.streams.api import Api
 from infermeter.streams.timing import RequestRecord
+
+if TYPE_CHECKING:  # the worker gets a WorkerConfig, not the pydantic model
+    from infermeter.settings import Settings
+    from infermeter.worker_config import WorkerConfig
 
 # (gen_ai.operation.name, gen_ai.provider.name) by wire format. OpenAI-compatible servers
 # (vLLM, SGLang, llama.cpp, TGI's Messages API) speak the OpenAI format, and the semantic
@@ -349,7 +352,7 @@ def _text(data: bytes, limit: int) -> str:
     return data[:limit].decode("utf-8", "replace")
 
 
-def make_tracing(settings: Settings, upstream: str) -> Tracing | None:
+def make_tracing(settings: Settings | WorkerConfig, upstream: str) -> Tracing | None:
     """Tracing is off unless asked for, by our flag or by the standard OTEL_* variables."""
     if settings.otlp_endpoint is None and not enabled_by_environment(os.environ):
         return None

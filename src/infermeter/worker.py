@@ -44,8 +44,8 @@ from infermeter.proxy.model_slots import ModelSlots, SharedCap
 from infermeter.proxy.recorder import Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.runtime import FD_LIMIT_CAP, loop_factory, raise_fd_limit
-from infermeter.settings import Settings
 from infermeter.streams.timing import SLO
+from infermeter.worker_config import WorkerConfig
 
 log = logging.getLogger("infermeter.worker")  # not __main__ under -m
 
@@ -83,7 +83,7 @@ class _Channel(asyncio.Protocol):
 class Worker:
     def __init__(
         self,
-        settings: Settings,
+        settings: WorkerConfig,
         index: int,
         listen: socket.socket,
         slots: ModelSlots,
@@ -91,7 +91,6 @@ class Worker:
         workers: int = 1,
     ) -> None:
         """`workers`: how many share the sidecar's budgets (connections, pool, buffers)."""
-        assert settings.upstream is not None
         self.settings = settings
         self.index = index
         self.listen = listen

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from infermeter.gpu import nvml
+from infermeter.gpu.api import NvmlApi
 from infermeter.gpu.model import DeviceIdentity, DeviceSample, Reading, Snapshot
 from infermeter.gpu.xid import XidCounts, XidWatcher
 
@@ -33,7 +34,7 @@ class _Device:
     index: int
     handle: nvml.Handle | None = None
     identity: DeviceIdentity | None = None
-    probes: list[nvml.Probe] = field(default_factory=nvml.make_probes)
+    probes: list[nvml.Probe] = field(default_factory=list)
     up: bool = False
     readings: tuple[Reading, ...] = ()
     is_mig: bool = False
@@ -49,8 +50,11 @@ def selected(identity: DeviceIdentity, selection: tuple[str, ...]) -> bool:
 
 
 class GpuPoller:
-    def __init__(self, interval: float, selection: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, interval: float, selection: tuple[str, ...] = (), api: NvmlApi = nvml
+    ) -> None:
         self.interval = interval
+        self._api = api
         self.selection = selection
         self.xid_counts = XidCounts()
         self._snapshot = Snapshot()
@@ -58,6 +62,8 @@ class GpuPoller:
         self._driver_version = ""
         self._nvml_up = False
         self._xid: XidWatcher | None = None
+        self._backoff = interval
+        self._logged_down = False
         self._stop = threading.Event()
         self._first_poll = threading.Event()
         self._thread = threading.Thread(target=self._run, name="infermeter-nvml", daemon=True)
@@ -79,70 +85,77 @@ class GpuPoller:
 
     # --- the thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        backoff = self.interval
-        logged_down = False
         while not self._stop.is_set():
-            if not self._nvml_up:
-                try:
-                    self._initialise()
-                except _NvmlDown as down:
-                    if not logged_down:
-                        log.warning(
-                            "NVML unavailable: GPU metrics off, retrying with backoff",
-                            extra={"reason": str(down)},
-                        )
-                        logged_down = True
-                    self._publish(poll_seconds=None, ok=False)
-                    self._first_poll.set()
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
-                    continue
-                log.info(
-                    "NVML initialised",
-                    extra={"driver": self._driver_version, "devices": len(self._devices)},
-                )
-                backoff, logged_down = self.interval, False
-            started = time.perf_counter()
-            try:
-                self._poll()
-            except _NvmlDown as down:
-                log.warning("NVML failed: re-initialising", extra={"reason": str(down)})
-                self._teardown()
-                self._publish(poll_seconds=None, ok=False)
-                continue
-            self._publish(poll_seconds=time.perf_counter() - started, ok=True)
-            self._first_poll.set()
-            self._stop.wait(self.interval)
+            self._stop.wait(self.step())
         self._teardown()
+
+    def step(self) -> float:
+        """One round: (re-)initialise if NVML is down, else poll every device and publish.
+        Returns the seconds to wait before the next round (the thread's loop; tests call
+        it directly)."""
+        if not self._nvml_up:
+            try:
+                self._initialise()
+            except _NvmlDown as down:
+                if not self._logged_down:
+                    log.warning(
+                        "NVML unavailable: GPU metrics off, retrying with backoff",
+                        extra={"reason": str(down)},
+                    )
+                    self._logged_down = True
+                self._publish(poll_seconds=None, ok=False)
+                self._first_poll.set()
+                wait = self._backoff
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                return wait
+            log.info(
+                "NVML initialised",
+                extra={"driver": self._driver_version, "devices": len(self._devices)},
+            )
+            self._backoff, self._logged_down = self.interval, False
+        started = time.perf_counter()
+        try:
+            self._poll()
+        except _NvmlDown as down:
+            log.warning("NVML failed: re-initialising", extra={"reason": str(down)})
+            self._teardown()
+            self._publish(poll_seconds=None, ok=False)
+            return 0.0
+        self._publish(poll_seconds=time.perf_counter() - started, ok=True)
+        self._first_poll.set()
+        return self.interval
 
     def _initialise(self) -> None:
         try:
-            nvml.init()
+            self._api.init()
         except nvml.NVMLError as error:
             raise _NvmlDown(error) from None
         try:
-            self._driver_version = nvml.driver_version()
+            self._driver_version = self._api.driver_version()
             self._devices = self._enumerate()
         except nvml.NVMLError as error:
             with contextlib.suppress(nvml.NVMLError):
-                nvml.shutdown()
+                self._api.shutdown()
             raise _NvmlDown(error) from None
         self._nvml_up = True
         gpus = [(d.handle, d.identity) for d in self._devices if d.identity and not d.is_mig]
-        self._xid = XidWatcher.start([(h, i) for h, i in gpus if h is not None], self.xid_counts)
+        self._xid = XidWatcher.start(
+            [(h, i) for h, i in gpus if h is not None], self.xid_counts, self._api
+        )
 
     def _enumerate(self) -> list[_Device]:
         devices: list[_Device] = []
-        for index in range(nvml.device_count()):
-            device = _Device(index)
+        for index in range(self._api.device_count()):
+            device = _Device(index, probes=self._api.make_probes())
             devices.append(device)
             self._acquire(device)
             if device.handle is None or device.identity is None:
                 continue
             try:
-                for handle in nvml.mig_handles(device.handle):
-                    identity = nvml.mig_identity(device.identity, handle)
-                    devices.append(_Device(index, handle, identity, is_mig=True))
+                for handle in self._api.mig_handles(device.handle):
+                    identity = self._api.mig_identity(device.identity, handle)
+                    mig = _Device(index, handle, identity, self._api.make_probes(), is_mig=True)
+                    devices.append(mig)
             except nvml.NVMLError as error:
                 self._raise_if_down(error)
                 log.warning(
@@ -163,8 +176,8 @@ class GpuPoller:
     def _acquire(self, device: _Device) -> None:
         """Get the handle and identity of a full GPU; a lost GPU stays without."""
         try:
-            handle = nvml.handle_by_index(device.index)
-            device.identity = nvml.gpu_identity(device.index, handle)
+            handle = self._api.handle_by_index(device.index)
+            device.identity = self._api.gpu_identity(device.index, handle)
             device.handle = handle
         except nvml.NVMLError as error:
             self._raise_if_down(error)
@@ -204,7 +217,7 @@ class GpuPoller:
                 failure = nvml.classify(error)
                 if failure is nvml.Failure.NOT_SUPPORTED:
                     device.probes.remove(probe)
-                    nvml.close_probes([probe])
+                    self._api.close_probes([probe])
                     log.info(
                         "GPU field not supported: no longer read",
                         extra={
@@ -220,7 +233,7 @@ class GpuPoller:
                     raise _NvmlDown(error) from None
         if not answered:
             try:
-                nvml.uuid_of(device.handle)
+                self._api.uuid_of(device.handle)
             except nvml.NVMLError as error:
                 self._raise_if_down(error)
                 return False, ()
@@ -249,10 +262,10 @@ class GpuPoller:
             self._xid.stop()
             self._xid = None
         for device in self._devices:
-            nvml.close_probes(device.probes)
+            self._api.close_probes(device.probes)
         if self._nvml_up:
             with contextlib.suppress(nvml.NVMLError):
-                nvml.shutdown()
+                self._api.shutdown()
         self._nvml_up = False
         self._devices = []
 

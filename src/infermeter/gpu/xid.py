@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 
 from infermeter.gpu import nvml
+from infermeter.gpu.api import NvmlApi
 from infermeter.gpu.model import DeviceIdentity
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,13 @@ class XidWatcher:
     """Registers every GPU for XID events and counts them until stopped or NVML fails."""
 
     def __init__(
-        self, event_set: object, devices: dict[int, DeviceIdentity], counts: XidCounts
+        self,
+        event_set: object,
+        devices: dict[int, DeviceIdentity],
+        counts: XidCounts,
+        api: NvmlApi = nvml,
     ) -> None:
+        self._api = api
         self._event_set = event_set
         self._devices = devices  # handle key -> identity
         self._counts = counts
@@ -55,25 +61,28 @@ class XidWatcher:
 
     @classmethod
     def start(
-        cls, handles: list[tuple[nvml.Handle, DeviceIdentity]], counts: XidCounts
+        cls,
+        handles: list[tuple[nvml.Handle, DeviceIdentity]],
+        counts: XidCounts,
+        api: NvmlApi = nvml,
     ) -> XidWatcher | None:
         try:
-            event_set = nvml.event_set_create()
+            event_set = api.event_set_create()
         except nvml.NVMLError as error:
             log.info("XID events unavailable", extra={"reason": nvml.describe(error)})
             return None
         registered: dict[int, DeviceIdentity] = {}
         for handle, identity in handles:
             try:
-                nvml.register_xid_events(handle, event_set)
+                api.register_xid_events(handle, event_set)
             except nvml.NVMLError as error:
                 log.info(
                     "XID events unavailable for GPU",
                     extra={"gpu": identity.index, "reason": nvml.describe(error)},
                 )
                 continue
-            registered[nvml.handle_key(handle)] = identity
-        watcher = cls(event_set, registered, counts)
+            registered[api.handle_key(handle)] = identity
+        watcher = cls(event_set, registered, counts, api)
         watcher._thread.start()
         return watcher
 
@@ -84,7 +93,7 @@ class XidWatcher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                event = nvml.wait_event(self._event_set, WAIT_MS)
+                event = self._api.wait_event(self._event_set, WAIT_MS)
             except nvml.NVMLError as error:
                 failure = nvml.classify(error)
                 if failure is nvml.Failure.NVML_DOWN:
@@ -106,4 +115,4 @@ class XidWatcher:
                 "GPU XID error", extra={"gpu": identity.index, "uuid": identity.uuid, "xid": xid}
             )
         with contextlib.suppress(nvml.NVMLError):
-            nvml.event_set_free(self._event_set)
+            self._api.event_set_free(self._event_set)
