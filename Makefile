@@ -29,15 +29,15 @@ tools: system-deps
 	deploy/helm/fetch-helm.sh $(TOOLS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench harness generate
+	$(VENV)/bin/ruff format --check src tests bench harness generate
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest --cov --cov-report=term:skip-covered
 
 demo: system-deps $(STAMP) ## the sidecar on 2 simulated GPUs (fake NVML), until Ctrl-C
-	$(PY) -m tests.demo
+	$(PY) -m harness.demo
 
 bench: system-deps $(STAMP) ## every benchmark (< 10 min); bench/results/bench.json and a PNG
 	$(PY) -m bench.run
@@ -50,21 +50,21 @@ golden: system-deps $(STAMP) ## rewrite golden /metrics files after an intended 
 
 rules: $(STAMP) ## re-render deploy/prometheus from src/infermeter/rules
 	$(VENV)/bin/infermeter rules --out deploy/prometheus
-	$(PY) -m tests.rules.render_tests
-	$(PY) -m tests.helm.chart_files
+	$(PY) -m generate.rules
+	$(PY) -m generate.chart_files
 
 chart: $(STAMP) ## copy rules and dashboards into the Helm chart (files/)
-	$(PY) -m tests.helm.chart_files
+	$(PY) -m generate.chart_files
 
 dashboards: $(STAMP) ## regenerate dashboards/ from src/infermeter/dashboards, then the chart copies
-	$(PY) -m infermeter.dashboards
-	$(PY) -m tests.helm.chart_files
+	$(PY) -m generate.dashboards
+	$(PY) -m generate.chart_files
 
 dashboards-preview: system-deps $(STAMP) ## run every panel against a real Prometheus; PNGs in docs/images
-	$(PY) -m tests.dashboards.live --seconds $(PREVIEW_SECONDS) --out docs/images
+	$(PY) -m harness.dashboards_live --seconds $(PREVIEW_SECONDS) --out docs/images
 
 docs: $(STAMP) ## regenerate the README reference tables
-	$(PY) -m infermeter.reference README.md
+	$(PY) -m generate.reference README.md
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_nvml.build import LIBRARY_NAME, SOURCE, build
+from harness.fake_nvml.build import LIBRARY_NAME, SOURCE, build
 
 GiB = 1024**3
 

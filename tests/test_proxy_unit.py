@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
+from harness.accum import StoreView
+from harness.upstream import Script, scripted_upstream, sse
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.headers import request_headers, response_headers
 from infermeter.proxy.recorder import OTHER_MODEL, UNKNOWN_MODEL, Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.streams.observation import Observation
 from infermeter.streams.timing import SLO
-from tests.accum import StoreView
-from tests.upstream import Script, scripted_upstream, sse
 
 
 def test_request_headers_drop_hop_by_hop_and_add_forwarding() -> None:

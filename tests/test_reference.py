@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from generate.reference import render
 from infermeter import metrics as m
-from infermeter.reference import render
 
 ROOT = Path(__file__).parents[1]
 

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from infermeter.dashboards import DASHBOARDS, render
-from infermeter.dashboards.__main__ import main as regenerate
-from infermeter.dashboards.query import legend, substitute
+from generate.dashboards import DASHBOARDS, render
+from generate.dashboards.__main__ import main as regenerate
+from generate.dashboards.query import legend, substitute
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "dashboards"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-REGENERATE = "run `python -m infermeter.dashboards` (or `make dashboards`) and commit the result"
+REGENERATE = "run `python -m generate.dashboards` (or `make dashboards`) and commit the result"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -53,7 +53,7 @@ def test_check_mode_reports_a_stale_file(
     assert regenerate(["--out", str(tmp_path), "--check"]) == 0
     (tmp_path / "infermeter-gpu.json").write_text("{}")
     assert regenerate(["--out", str(tmp_path), "--check"]) == 1
-    assert "python -m infermeter.dashboards" in capsys.readouterr().out
+    assert "python -m generate.dashboards" in capsys.readouterr().out
 
 
 def test_uids_present_stable_and_unique() -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from harness.fake_nvml import profiles
+from harness.sidecar import run_sidecar, samples, stable_exposition, value
 from infermeter import metrics as m
-from tests.fake_nvml import profiles
-from tests.sidecar import run_sidecar, samples, stable_exposition, value
 
 pytestmark = pytest.mark.e2e
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"

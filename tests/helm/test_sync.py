@@ -1,6 +1,6 @@
 """The chart's PrometheusRule and dashboard ConfigMaps are the one rules source and dashboards/.
 
-Helm cannot read outside the chart, so it carries generated copies (tests.helm.chart_files);
+Helm cannot read outside the chart, so it carries generated copies (generate.chart_files);
 these tests fail when a copy or what the chart renders from it drifts from the source.
 """
 
@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helm import chart_files
-from tests.helm.helm import CHART, ROOT, one, render
+from generate import chart_files
+from harness.helm import CHART, ROOT, one, render
 
 RULES = ROOT / "deploy" / "prometheus"
 
 
 def test_chart_copies_equal_their_sources() -> None:
     problems = chart_files.drift()
-    assert not problems, f"run `python -m tests.helm.chart_files`: {problems}"
+    assert not problems, f"run `python -m generate.chart_files`: {problems}"
 
 
 def test_prometheus_rule_is_the_rendered_rules() -> None:

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import yaml
 
+from harness.sidecar import demo_upstream, free_port, run_sidecar, terminate, wait_for
 from infermeter.rules import Params, alert_rules, recording_rules
-from tests.sidecar import demo_upstream, free_port, run_sidecar, terminate, wait_for
 
 pytestmark = pytest.mark.e2e
 FAST = Params(

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from generate.promtool_spend import BUDGETS, month_rule_groups, month_to_date_test_file
+from generate.promtool_tests import build_test_file
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
-from tests.rules.promtool_spend import BUDGETS, month_rule_groups, month_to_date_test_file
-from tests.rules.promtool_tests import build_test_file
 
 ROOT = Path(__file__).parents[2]
 RULES = ROOT / "deploy" / "prometheus"

@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from infermeter.dashboards.builder import render
-from infermeter.dashboards.catalogue import DASHBOARDS
+from generate.dashboards.builder import render
+from generate.dashboards.catalogue import DASHBOARDS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infermeter.dashboards")
+    parser = argparse.ArgumentParser(prog="python -m generate.dashboards")
     parser.add_argument("--out", type=Path, default=Path("dashboards"), help="Default: %(default)s")
     parser.add_argument("--check", action="store_true", help="Fail if a file is out of date.")
     args = parser.parse_args(argv)
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
             print(f"wrote {path}")
     if stale:
-        print(f"out of date: {', '.join(stale)}; run: python -m infermeter.dashboards")
+        print(f"out of date: {', '.join(stale)}; run: python -m generate.dashboards")
         return 1
     return 0
 

@@ -1,4 +1,4 @@
-"""Copy the rules and dashboards into the Helm chart (`python -m tests.helm.chart_files`).
+"""Copy the rules and dashboards into the Helm chart (`python -m generate.chart_files`).
 
 Helm's `.Files` cannot read outside the chart directory, so the chart carries copies of the
 one rules source (deploy/prometheus/*.yaml, rendered from src/infermeter/rules) and of
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "infermeter"
 RULE_FILES = ("recording-rules.yaml", "alert-rules.yaml")
 

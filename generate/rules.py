@@ -1,4 +1,4 @@
-"""`python -m tests.rules.render_tests`: rewrite deploy/prometheus/tests/rules_test.yaml."""
+"""`python -m generate.rules`: rewrite deploy/prometheus/tests/rules_test.yaml."""
 
 from __future__ import annotations
 

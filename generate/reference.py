@@ -1,6 +1,6 @@
 """README reference tables generated from the code, so the docs cannot drift from it.
 
-`python -m infermeter.reference README.md` rewrites the marked sections in place; a test
+`python -m generate.reference README.md` rewrites the marked sections in place; a test
 fails when the README differs from what this module generates.
 """
 
