@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 PREVIEW_SECONDS ?= 30
 
-.PHONY: test lint unit system-deps tools demo bench soak golden rules chart dashboards \
-	dashboards-preview docs clean
+.PHONY: test lint unit system-deps tools demo bench soak golden generate generate-check \
+	rules chart dashboards dashboards-preview docs clean
 
 test: system-deps $(STAMP) tools lint unit ## every test, on a fresh Debian machine as root
 
@@ -48,23 +48,18 @@ soak: system-deps $(STAMP) ## 50,000 requests with 10% faults: nothing may leak
 golden: system-deps $(STAMP) ## rewrite golden /metrics files after an intended change
 	$(PY) -m pytest tests/e2e -k golden --update-golden
 
-rules: $(STAMP) ## re-render deploy/prometheus from src/infermeter/rules
-	$(VENV)/bin/infermeter rules --out deploy/prometheus
-	$(PY) -m generate.rules
-	$(PY) -m generate.chart_files
+generate: $(STAMP) ## rewrite every generated file: rules + promtool tests, dashboards, chart copies, README tables
+	$(PY) -m generate
 
-chart: $(STAMP) ## copy rules and dashboards into the Helm chart (files/)
-	$(PY) -m generate.chart_files
+generate-check: $(STAMP) ## fail naming each generated file that differs from what `make generate` writes
+	$(PY) -m generate --check
 
-dashboards: $(STAMP) ## regenerate dashboards/ from src/infermeter/dashboards, then the chart copies
-	$(PY) -m generate.dashboards
-	$(PY) -m generate.chart_files
+# The per-artifact targets of before, kept as aliases: every generator is quick, and the
+# chart's copies and the README depend on the others' output anyway.
+rules chart dashboards docs: generate
 
 dashboards-preview: system-deps $(STAMP) ## run every panel against a real Prometheus; PNGs in docs/images
 	$(PY) -m harness.dashboards_live --seconds $(PREVIEW_SECONDS) --out docs/images
-
-docs: $(STAMP) ## regenerate the README reference tables
-	$(PY) -m generate.reference README.md
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

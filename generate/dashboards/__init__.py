@@ -1,7 +1,8 @@
-"""Grafana dashboards as code: `python -m generate.dashboards` writes dashboards/*.json.
+"""Grafana dashboards as code: `make generate` writes dashboards/*.json from DASHBOARDS.
 
 The JSON is checked in (Grafana imports it as it is, the Helm chart ships it as ConfigMaps);
-a test fails when it differs from what this package generates.
+`make generate-check` (and tests/test_generated.py) fails when it differs from what this
+package generates.
 """
 
 from generate.dashboards.builder import Dashboard, Panel, Row, Target, render
