@@ -60,7 +60,7 @@ def gpu_count(url: str) -> int:
     for _ in range(100):
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                text = response.read().decode()
+                text: str = response.read().decode()
             count = text.count("infermeter_gpu_up{")
             if count:
                 return count

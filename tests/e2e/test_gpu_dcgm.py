@@ -16,8 +16,8 @@ import pytest
 
 from harness.dashboards_live import run_prometheus
 from harness.fake_nvml import profiles
+from harness.golden import VOLATILE
 from harness.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
-from tests.e2e.test_gpu import VOLATILE
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parents[1] / "fixtures"

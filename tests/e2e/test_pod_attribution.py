@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from harness.fake_nvml import profiles
+from harness.golden import GOLDEN, VOLATILE
 from harness.kubelet_server import FakeKubelet, fake_kubelet
 from harness.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
-from tests.e2e.test_gpu import GOLDEN, VOLATILE
 
 pytestmark = pytest.mark.e2e
 GPU0 = str(profiles.gpu(0)["uuid"])
