@@ -4,8 +4,8 @@
 panel's queries (variables on "All") over the last `--minutes` and draws the panels where the
 dashboard's grid puts them, in Grafana's dark colours. It is a preview, not a renderer:
 timeseries, heatmaps, stats, state timelines and tables, with units, legends and the
-dashed/coloured series the dashboard declares. Needs matplotlib (`pip install
-'infermeter[preview]'`).
+dashed/coloured series the dashboard declares. A build-time tool of the
+repository (not in the wheel); needs matplotlib (`pip install -e '.[preview]'` in a checkout).
 """
 
 from __future__ import annotations
