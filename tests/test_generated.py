@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from generate import rules
 from generate.__main__ import main
 from generate.files import GENERATORS, REGENERATE, ROOT, findings, produce, stale, write
+from infermeter import cli
 
 #: what the generators read or write, copied to try the check on a scratch tree
 TREE = ("README.md", "dashboards", "deploy/prometheus", "deploy/helm/infermeter/files")
@@ -87,3 +89,15 @@ def test_missing_and_leftover_files_are_named_and_fixed(tree: Path) -> None:
     )
     assert stale(tree) == []
     assert not any((tree / path).exists() for path in leftovers)
+
+
+def test_infermeter_rules_writes_the_shipped_rules(tmp_path: Path) -> None:
+    """deploy/prometheus holds what `infermeter rules --out DIR` writes with the defaults (what
+    `make rules` ran before the generators were one), so a user rendering with no flags gets
+    exactly the shipped files."""
+    assert cli.main(["rules", "--out", str(tmp_path)]) == 0
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == ["alert-rules.yaml", "budget-rules.yaml", "recording-rules.yaml"]
+    generated = rules.files()
+    for name in written:
+        assert (tmp_path / name).read_text() == generated[f"{rules.RULES_DIR}/{name}"], name
