@@ -7,8 +7,8 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 PREVIEW_SECONDS ?= 30
 
-.PHONY: test lint unit system-deps tools demo bench soak golden rules chart dashboards \
-	dashboards-preview docs clean
+.PHONY: test lint unit system-deps tools demo bench soak golden generate generate-check \
+	rules chart dashboards dashboards-preview docs clean
 
 test: system-deps $(STAMP) tools lint unit ## every test, on a fresh Debian machine as root
 
@@ -29,15 +29,15 @@ tools: system-deps
 	deploy/helm/fetch-helm.sh $(TOOLS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench harness generate
+	$(VENV)/bin/ruff format --check src tests bench harness generate
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
 	$(PY) -m pytest --cov --cov-report=term:skip-covered
 
 demo: system-deps $(STAMP) ## the sidecar on 2 simulated GPUs (fake NVML), until Ctrl-C
-	$(PY) -m tests.demo
+	$(PY) -m harness.demo
 
 bench: system-deps $(STAMP) ## every benchmark (< 10 min); bench/results/bench.json and a PNG
 	$(PY) -m bench.run
@@ -48,23 +48,18 @@ soak: system-deps $(STAMP) ## 50,000 requests with 10% faults: nothing may leak
 golden: system-deps $(STAMP) ## rewrite golden /metrics files after an intended change
 	$(PY) -m pytest tests/e2e -k golden --update-golden
 
-rules: $(STAMP) ## re-render deploy/prometheus from src/infermeter/rules
-	$(VENV)/bin/infermeter rules --out deploy/prometheus
-	$(PY) -m tests.rules.render_tests
-	$(PY) -m tests.helm.chart_files
+generate: $(STAMP) ## rewrite every generated file: rules + promtool tests, dashboards, chart copies, README tables
+	$(PY) -m generate
 
-chart: $(STAMP) ## copy rules and dashboards into the Helm chart (files/)
-	$(PY) -m tests.helm.chart_files
+generate-check: $(STAMP) ## fail naming each generated file that differs from what `make generate` writes
+	$(PY) -m generate --check
 
-dashboards: $(STAMP) ## regenerate dashboards/ from src/infermeter/dashboards, then the chart copies
-	$(PY) -m infermeter.dashboards
-	$(PY) -m tests.helm.chart_files
+# The per-artifact targets of before, kept as aliases: every generator is quick, and the
+# chart's copies and the README depend on the others' output anyway.
+rules chart dashboards docs: generate
 
 dashboards-preview: system-deps $(STAMP) ## run every panel against a real Prometheus; PNGs in docs/images
-	$(PY) -m tests.dashboards.live --seconds $(PREVIEW_SECONDS) --out docs/images
-
-docs: $(STAMP) ## regenerate the README reference tables
-	$(PY) -m infermeter.reference README.md
+	$(PY) -m harness.dashboards_live --seconds $(PREVIEW_SECONDS) --out docs/images
 
 clean:
 	rm -rf $(VENV) $(TOOLS) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .coverage

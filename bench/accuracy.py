@@ -13,9 +13,8 @@ import asyncio
 import secrets
 import time
 
-from tests.otlp_receiver import Receiver, attributes
-
-from bench.loadgen import Sample, one_stream, percentile, request_bytes
+from harness.loadgen import Sample, one_stream, percentile, request_bytes
+from harness.otlp_receiver import Receiver, attributes
 
 
 async def client_ttfts(

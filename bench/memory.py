@@ -14,8 +14,8 @@ import time
 
 import httpx
 
-from bench.loadgen import request_bytes
 from bench.tree import tree_rss
+from harness.loadgen import request_bytes
 
 HELD_TTFT = 600.0  # the upstream's first token: far later than any measurement
 

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-from tests.sidecar import free_port, wait_for
+
+from harness.sidecar import free_port, wait_for
 
 CONFIG = """
 worker_processes 1;

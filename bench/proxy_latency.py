@@ -20,11 +20,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import psutil
-from tests.sidecar import demo_upstream, run_sidecar
 
 from bench import nginx
-from bench.loadgen import Sample, percentile, request_bytes, run_load
 from bench.tree import tree_cpu
+from harness.loadgen import Sample, percentile, request_bytes, run_load
+from harness.sidecar import demo_upstream, run_sidecar
 
 RESULTS = Path(__file__).parent / "results"
 # 20 ms per token (50 tokens/s, a typical decode rate): 512 streams are then 25,600 events/s,

@@ -37,14 +37,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
-from tests.fake_nvml.build import build
-from tests.otlp_receiver import otlp_receiver
-from tests.sidecar import demo_upstream, run_sidecar
 
 from bench import accuracy, memory, nginx, plot, scrape, scrape_load, workers
-from bench.loadgen import Sample, percentile, request_bytes, run_load, run_open_loop
 from bench.proxy_latency import ITL, TOKENS, TTFT, measure
 from bench.tree import tree_rss
+from harness.fake_nvml.build import build
+from harness.loadgen import Sample, percentile, request_bytes, run_load, run_open_loop
+from harness.otlp_receiver import otlp_receiver
+from harness.sidecar import demo_upstream, run_sidecar
 
 RESULTS = Path(__file__).parent / "results"
 EVENT_TARGET_MS = 5.0

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.fake_nvml import profiles
-from tests.fake_nvml.build import build
-from tests.sidecar import run_sidecar, value
+from harness.fake_nvml import profiles
+from harness.fake_nvml.build import build
+from harness.sidecar import run_sidecar, value
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.fake_nvml import profiles
-from tests.fake_nvml.build import build
-from tests.sidecar import Sidecar, demo_upstream, run_sidecar, wait_for
 
-from bench.loadgen import percentile, run_load
+from harness.fake_nvml import profiles
+from harness.fake_nvml.build import build
+from harness.loadgen import percentile, run_load
+from harness.sidecar import Sidecar, demo_upstream, run_sidecar, wait_for
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 SCRAPER = """

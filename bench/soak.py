@@ -19,9 +19,9 @@ from pathlib import Path
 
 import httpx
 import psutil
-from tests.sidecar import Sidecar, demo_upstream, run_sidecar, value
 
-from bench.loadgen import request_bytes
+from harness.loadgen import request_bytes
+from harness.sidecar import Sidecar, demo_upstream, run_sidecar, value
 
 RESULTS = Path(__file__).parent / "results"
 GOOD = request_bytes(0.002, 0.001, 8, usage=True)

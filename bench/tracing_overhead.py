@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 import psutil
-from tests.otlp_receiver import otlp_receiver
-from tests.sidecar import demo_upstream, run_sidecar
 
-from bench.loadgen import percentile, request_bytes, run_load
+from harness.loadgen import percentile, request_bytes, run_load
+from harness.otlp_receiver import otlp_receiver
+from harness.sidecar import demo_upstream, run_sidecar
 
 RESULTS = Path(__file__).parent / "results"
 

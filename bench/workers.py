@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from tests.sidecar import run_sidecar
 
 from bench import nginx
 from bench.tree import processes
+from harness.sidecar import run_sidecar
 
 Sustained = Callable[..., Coroutine[Any, Any, dict[str, Any]]]
 

@@ -19,7 +19,7 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 @pytest.fixture(scope="session")
 def fake_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory holding the compiled fake libnvidia-ml.so.1 (current driver API)."""
-    from tests.fake_nvml.build import build
+    from harness.fake_nvml.build import build
 
     out = tmp_path_factory.mktemp("fake-nvml")
     build(out)
@@ -28,7 +28,7 @@ def fake_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def old_driver_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.fake_nvml.build import build
+    from harness.fake_nvml.build import build
 
     out = tmp_path_factory.mktemp("fake-nvml-old")
     build(out, variant="old-driver")
@@ -39,7 +39,7 @@ def old_driver_nvml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def workers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Runs a test against `--workers 1` and `--workers 2` (every sidecar it starts);
     use with `pytest.mark.usefixtures("workers")` on a module."""
-    from tests import sidecar
+    from harness import sidecar
 
     monkeypatch.setitem(sidecar.SIDECAR_ENV, "INFERMETER_WORKERS", request.param)
     return str(request.param)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from bench import nginx
 from bench.run import SMOKE
 

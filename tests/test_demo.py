@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.sidecar import free_port
+from harness.sidecar import free_port
 
 ROOT = Path(__file__).parents[1]
 
@@ -21,7 +21,7 @@ def test_demo_serves_two_simulated_gpus() -> None:
     }
     env.pop("LD_LIBRARY_PATH", None)
     result = subprocess.run(
-        [sys.executable, "-m", "tests.demo"],
+        [sys.executable, "-m", "harness.demo"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -21,7 +21,7 @@ import httpx
 import openai
 import pytest
 
-from tests.sidecar import free_port, wait_for
+from harness.sidecar import free_port, wait_for
 
 ROOT = Path(__file__).parents[1]
 FAST = {"x-demo-ttft": "0", "x-demo-itl": "0.001"}

@@ -77,7 +77,7 @@ def test_nvidia_utility_and_oci_labels() -> None:
 
 def test_dockerignore_keeps_the_context_small() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
-    for path in (".git", ".venv", "tests"):
+    for path in (".git", ".venv", "tests", "harness", "generate"):
         assert path in ignored
 
 

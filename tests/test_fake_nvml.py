@@ -1,4 +1,4 @@
-"""The fake NVML against the real pynvml bindings, per tests/fake_nvml/SPEC.md.
+"""The fake NVML against the real pynvml bindings, per harness/fake_nvml/SPEC.md.
 
 Each scenario runs in a subprocess because glibc reads LD_LIBRARY_PATH only at process start
 (and pynvml keeps the library loaded for the life of the process). The child prints one JSON
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_nvml.build import LIBRARY_NAME, SOURCE, build
+from harness.fake_nvml.build import LIBRARY_NAME, SOURCE, build
 
 GiB = 1024**3
 

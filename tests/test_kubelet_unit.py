@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from harness.kubelet_server import encode
 from infermeter.gpu.model import PodRef
 from infermeter.kubelet.attribution import attribute
 from infermeter.kubelet.wire import Container, Devices, Pod, WireError, decode_list_response
-from tests.kubelet_server import encode
 
 GPU0 = "GPU-00000000-1111-2222-3333-000000000000"
 GPU1 = "GPU-00000001-1111-2222-3333-000000000001"

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
+from harness.accum import StoreView
 from infermeter import metrics as m
 from infermeter.accumulators import FamilyDecl, Store
 from infermeter.channel import Decoder, encode
 from infermeter.merge import Merger
 from infermeter.render import Renderer
-from tests.accum import StoreView
 
 
 def _worker() -> Store:

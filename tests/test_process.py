@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.sidecar import run_sidecar, value
 from infermeter.process import ProcessCollector, matches, tree_figures
-from tests.sidecar import run_sidecar, value
 
 
 @pytest.mark.parametrize(
@@ -59,7 +59,7 @@ def test_tree_figures_cover_descendants(server_tree: subprocess.Popen[bytes]) ->
 
 
 def psutil_wait_children(root: psutil.Process, count: int) -> object:
-    from tests.sidecar import wait_for
+    from harness.sidecar import wait_for
 
     wait_for(lambda: len(root.children(recursive=True)) >= count, what="children")
     return tree_figures(root, root.children(recursive=True))

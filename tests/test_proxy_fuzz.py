@@ -7,14 +7,14 @@ import asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.accum import StoreView
+from harness.asgi import call
+from harness.upstream import Script, scripted_upstream
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.recorder import Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.streams.api import api_for_path
 from infermeter.streams.timing import SLO
-from tests.accum import StoreView
-from tests.test_proxy_unit import call
-from tests.upstream import Script, scripted_upstream
 
 PATHS = ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/api/chat"]
 TYPES = ["text/event-stream", "application/x-ndjson", "application/json", "text/plain"]

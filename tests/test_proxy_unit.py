@@ -12,14 +12,15 @@ from typing import Any
 
 import pytest
 
+from harness.accum import StoreView
+from harness.asgi import call
+from harness.upstream import Script, scripted_upstream, sse
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.headers import request_headers, response_headers
 from infermeter.proxy.recorder import OTHER_MODEL, UNKNOWN_MODEL, Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.streams.observation import Observation
 from infermeter.streams.timing import SLO
-from tests.accum import StoreView
-from tests.upstream import Script, scripted_upstream, sse
 
 
 def test_request_headers_drop_hop_by_hop_and_add_forwarding() -> None:
@@ -124,37 +125,6 @@ class ExplodingParser:
 
     def close(self) -> list[Observation]:
         return []
-
-
-async def call(
-    app: ProxyApp, body: bytes, path: str = "/v1/chat/completions"
-) -> list[dict[str, Any]]:
-    sent: list[dict[str, Any]] = []
-    requests = [{"type": "http.request", "body": body, "more_body": False}]
-    done = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        if requests:
-            return requests.pop(0)
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 5000),
-        "scheme": "http",
-    }
-    await app(scope, receive, send)
-    done.set()
-    return sent
 
 
 def test_a_measuring_failure_never_fails_the_request(caplog: pytest.LogCaptureFixture) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from harness.accum import StoreView
 from infermeter.attribution import Attribution, parse_attributes
 from infermeter.prices import parse
 from infermeter.proxy.recorder import Recorder
 from infermeter.streams.timing import SLO, RequestRecord
-from tests.accum import StoreView
 
 PRICES = parse({"currency": "USD", "models": {"m*": {"prompt": 2.0, "completion": 4.0}}})
 

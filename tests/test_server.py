@@ -7,7 +7,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.sidecar import INFERMETER, run_sidecar
+from harness.sidecar import INFERMETER, run_sidecar
 
 
 def test_endpoints(tmp_path: Path) -> None:

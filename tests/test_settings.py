@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.sidecar import INFERMETER
 from infermeter.settings import HostPort, Settings, SettingsError, load_settings, parse_host_port
-from tests.sidecar import INFERMETER
 
 
 def test_defaults() -> None:

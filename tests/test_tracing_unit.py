@@ -7,12 +7,12 @@ import gc
 
 from opentelemetry.trace import Span
 
+from harness.asgi import call
+from harness.upstream import Script, scripted_upstream, sse
 from infermeter.proxy.app import ProxyApp
 from infermeter.proxy.recorder import Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.streams.timing import SLO
-from tests.test_proxy_unit import call
-from tests.upstream import Script, scripted_upstream, sse
 
 
 def live_spans() -> int:

@@ -1,4 +1,4 @@
-"""Dashboards for several clusters (`python -m infermeter.dashboards --cluster-label`): a
+"""Dashboards for several clusters (`python -m generate.dashboards --cluster-label`): a
 single-valued cluster variable first, and the cluster in every selector the variables narrow
 (checked on the parsed PromQL); what carries no cluster selector is exactly what the rules
 record across clusters. Without the option the files are the shipped ones (test_dashboards)."""
@@ -13,9 +13,9 @@ from typing import Any
 import promql_parser as pq
 import pytest
 
-from infermeter.dashboards import DASHBOARDS
-from infermeter.dashboards.__main__ import main as generate
-from infermeter.dashboards.builder import to_json, with_cluster
+from generate.dashboards import DASHBOARDS
+from generate.dashboards.__main__ import main as generate
+from generate.dashboards.builder import to_json, with_cluster
 from infermeter.rules import Params
 from infermeter.rules.cost import budget, spend_labels
 from infermeter.rules.render import recording_groups

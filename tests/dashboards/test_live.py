@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infermeter.dashboards import DASHBOARDS
-from infermeter.dashboards.builder import Panel, Row
-from infermeter.dashboards.query import Prometheus, PrometheusError, label_values, run
+from generate.dashboards import DASHBOARDS
+from generate.dashboards.builder import Panel, Row
+from generate.dashboards.query import Prometheus, PrometheusError, label_values, run
+from harness.dashboards_live import PRICES, TEAMS, drive, live
 from infermeter.prices import parse
-from tests.dashboards.live import PRICES, TEAMS, drive, live
 
 pytestmark = pytest.mark.e2e
 RATE_INTERVAL = "15s"
@@ -100,7 +100,7 @@ def test_template_variables_list_the_workload(observed: Observed) -> None:
 def test_preview_draws_every_dashboard(observed: Observed, tmp_path: Path) -> None:
     """The preview renderer end to end: one PNG per dashboard, with something drawn."""
     pytest.importorskip("matplotlib")
-    from infermeter.dashboards import preview
+    from generate.dashboards import preview
 
     written = preview.render_all(
         observed.prometheus, tmp_path, start=observed.started, end=observed.end, step=1.0,

@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 
 import psutil
 
-from tests.sidecar import Sidecar
+from harness.sidecar import Sidecar
 
 Handler = Callable[[socket.socket, int], None]  # a connection and its number (0, 1, ...)
 

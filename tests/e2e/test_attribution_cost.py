@@ -9,12 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bench.loadgen import Sample, one_stream
 
-from infermeter.dashboards.query import Prometheus
-from tests.dashboards.live import run_prometheus
-from tests.sidecar import Sidecar, demo_upstream, run_sidecar, samples, value, wait_for
-from tests.upstream import Script, scripted_upstream, sse
+from generate.dashboards.query import Prometheus
+from harness.dashboards_live import run_prometheus
+from harness.loadgen import Sample, one_stream
+from harness.sidecar import Sidecar, demo_upstream, run_sidecar, samples, value, wait_for
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
 

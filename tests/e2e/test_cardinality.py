@@ -6,11 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from bench.loadgen import run_load
 
+from harness.loadgen import run_load
+from harness.sidecar import demo_upstream, run_sidecar, samples
 from infermeter.proxy.recorder import Recorder
 from infermeter.streams.timing import SLO
-from tests.sidecar import demo_upstream, run_sidecar, samples
 
 pytestmark = pytest.mark.e2e
 

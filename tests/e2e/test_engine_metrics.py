@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.engine.server import FIXTURES, VLLM, answer, drip, engine
-from tests.sidecar import run_sidecar, stable_exposition, value
-from tests.upstream import Script, scripted_upstream, sse
+from harness.engine_server import FIXTURES, VLLM, answer, drip, engine
+from harness.sidecar import run_sidecar, stable_exposition, value
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden" / "engine-vllm.prom"

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fake_nvml import profiles
-from tests.sidecar import demo_upstream, read_until_cut, run_sidecar, value
-from tests.upstream import Script, scripted_upstream, sse
+from harness.fake_nvml import profiles
+from harness.sidecar import demo_upstream, read_until_cut, run_sidecar, value
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
 CHAT = "/v1/chat/completions"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
@@ -11,17 +10,12 @@ from pathlib import Path
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from harness.fake_nvml import profiles
+from harness.golden import GOLDEN, VOLATILE
+from harness.sidecar import run_sidecar, samples, stable_exposition, value
 from infermeter import metrics as m
-from tests.fake_nvml import profiles
-from tests.sidecar import run_sidecar, samples, stable_exposition, value
 
 pytestmark = pytest.mark.e2e
-GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
-# Lines whose values depend on the machine or the moment, not on the GPUs.
-VOLATILE = re.compile(
-    r"^(process_|python_|infermeter_process_|infermeter_collector_duration_seconds|"
-    r"infermeter_build_info)"
-)
 FAST = ("--gpu-poll-interval", "0.1")
 
 

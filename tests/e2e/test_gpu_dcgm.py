@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dashboards.live import run_prometheus
-from tests.e2e.test_gpu import VOLATILE
-from tests.fake_nvml import profiles
-from tests.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
+from harness.dashboards_live import run_prometheus
+from harness.fake_nvml import profiles
+from harness.golden import VOLATILE
+from harness.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parents[1] / "fixtures"

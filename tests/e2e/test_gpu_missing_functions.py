@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.fake_nvml import profiles
+from harness.fake_nvml.build import OPTIONAL_SYMBOLS, build
+from harness.sidecar import run_sidecar, samples, value
 from infermeter import metrics as m
-from tests.fake_nvml import profiles
-from tests.fake_nvml.build import OPTIONAL_SYMBOLS, build
-from tests.sidecar import run_sidecar, samples, value
 
 pytestmark = pytest.mark.e2e
 FAST = ("--gpu-poll-interval", "0.1")

@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.sidecar import Sidecar, run_sidecar, samples, value, wait_for
+from harness.upstream import Script, scripted_upstream, sse
 from tests.e2e.hostile import (
     connect,
     exchange,
@@ -34,8 +36,6 @@ from tests.e2e.hostile import (
     status_of,
     wait_closed,
 )
-from tests.sidecar import Sidecar, run_sidecar, samples, value, wait_for
-from tests.upstream import Script, scripted_upstream, sse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("workers")]
 CHAT = "/v1/chat/completions"

@@ -19,8 +19,8 @@ import pytest
 import trustme
 from aiohttp import web
 
+from harness.sidecar import free_port, run_sidecar
 from infermeter.demo.upstream import DemoConfig, make_app
-from tests.sidecar import free_port, run_sidecar
 
 pytestmark = pytest.mark.e2e
 BODY = {

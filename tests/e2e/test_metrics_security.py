@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sidecar import INFERMETER, demo_upstream, free_port, run_sidecar, wait_for
+from harness.sidecar import INFERMETER, demo_upstream, free_port, run_sidecar, wait_for
 
 pytestmark = pytest.mark.e2e
 

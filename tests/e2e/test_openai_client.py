@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.sidecar import Sidecar, demo_upstream, run_sidecar, value
+from harness.sidecar import Sidecar, demo_upstream, run_sidecar, value
 
 pytestmark = pytest.mark.e2e
 FAST = {"x-demo-ttft": "0.01", "x-demo-itl": "0.002"}

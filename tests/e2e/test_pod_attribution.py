@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_gpu import GOLDEN, VOLATILE
-from tests.fake_nvml import profiles
-from tests.kubelet_server import FakeKubelet, fake_kubelet
-from tests.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
+from harness.fake_nvml import profiles
+from harness.golden import GOLDEN, VOLATILE
+from harness.kubelet_server import FakeKubelet, fake_kubelet
+from harness.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
 
 pytestmark = pytest.mark.e2e
 GPU0 = str(profiles.gpu(0)["uuid"])

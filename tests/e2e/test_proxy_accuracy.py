@@ -12,9 +12,9 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from bench.loadgen import request_bytes, run_load
 
-from tests.sidecar import demo_upstream, run_sidecar, value
+from harness.loadgen import request_bytes, run_load
+from harness.sidecar import demo_upstream, run_sidecar, value
 
 pytestmark = pytest.mark.e2e
 D, G, TOKENS, REQUESTS, CONCURRENCY = 0.050, 0.010, 8, 100, 4

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sidecar import free_port, read_until_cut, run_sidecar, samples, value, wait_for
-from tests.upstream import Script, scripted_upstream, sse
+from harness.sidecar import free_port, read_until_cut, run_sidecar, samples, value, wait_for
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
 CHAT = "/v1/chat/completions"

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sidecar import Sidecar, run_sidecar, samples, value
-from tests.upstream import Script, ScriptedUpstream, scripted_upstream
+from harness.sidecar import Sidecar, run_sidecar, samples, value
+from harness.upstream import Script, ScriptedUpstream, scripted_upstream
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "streams"

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sidecar import run_sidecar, stable_exposition
-from tests.upstream import Script, scripted_upstream, sse
+from harness.sidecar import run_sidecar, stable_exposition
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden" / "proxy-workload.prom"

@@ -10,9 +10,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.sidecar import run_sidecar, wait_for
+from harness.upstream import scripted_upstream
 from infermeter.exposition import RENDER_NICE
-from tests.sidecar import run_sidecar, wait_for
-from tests.upstream import scripted_upstream
 
 pytestmark = pytest.mark.e2e
 

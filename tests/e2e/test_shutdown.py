@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.sidecar import run_sidecar, wait_for
-from tests.upstream import Script, scripted_upstream, sse
+from harness.sidecar import run_sidecar, wait_for
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("workers")]
 CHAT = "/v1/chat/completions"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sidecar import run_sidecar, value
-from tests.upstream import Script, scripted_upstream, sse
+from harness.sidecar import run_sidecar, value
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
 CHAT = "/v1/chat/completions"

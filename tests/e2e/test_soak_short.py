@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from bench.soak import run
 
 pytestmark = pytest.mark.e2e

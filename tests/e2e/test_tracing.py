@@ -9,9 +9,9 @@ import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from tests.otlp_receiver import Receiver, attributes, otlp_receiver
-from tests.sidecar import demo_upstream, free_port, run_sidecar, wait_for
-from tests.upstream import Script, scripted_upstream, sse
+from harness.otlp_receiver import Receiver, attributes, otlp_receiver
+from harness.sidecar import demo_upstream, free_port, run_sidecar, wait_for
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
 FAST_EXPORT = {"OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_METRIC_EXPORT_INTERVAL": "300"}

@@ -21,8 +21,8 @@ import httpx
 import psutil
 import pytest
 
-from tests.sidecar import Sidecar, run_sidecar, samples, value, wait_for
-from tests.upstream import Script, scripted_upstream, sse
+from harness.sidecar import Sidecar, run_sidecar, samples, value, wait_for
+from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
 CHAT = "/v1/chat/completions"

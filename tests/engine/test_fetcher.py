@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
+from harness.engine_server import VLLM, answer, drip, engine
 from infermeter.engine.fetcher import EngineFetcher, FetchError, fetch, resolve_url
-from tests.engine.server import VLLM, answer, drip, engine
 
 
 def fetcher(url: str, *, auto: bool = False, **kwargs: object) -> EngineFetcher:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 import infermeter
-from tests.helm.helm import (
+from harness.helm import (
     CHART,
     MONITORING_KINDS,
     ROOT,
@@ -492,7 +492,7 @@ def test_tests_use_the_pinned_helm_and_fetching_is_idempotent() -> None:
     import hashlib
     import subprocess
 
-    from tests.helm.helm import helm_binary
+    from harness.helm import helm_binary
 
     script = ROOT / "deploy" / "helm" / "fetch-helm.sh"
     (pinned,) = re.findall(r'^SHA256="([0-9a-f]{64})"$', script.read_text(), re.MULTILINE)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from harness.helm import infermeter_container, one, pod_spec, render, template_error
 from infermeter.prices import parse
 from infermeter.rules import Params
 from infermeter.rules.cost import budget_group
 from infermeter.settings import load_settings
-from tests.helm.helm import infermeter_container, one, pod_spec, render, template_error
 
 PRICES = {
     "currency": "EUR",

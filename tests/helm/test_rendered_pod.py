@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helm.helm import CHART, ROOT, infermeter_container, one, pod_spec, render
-from tests.sidecar import demo_upstream, free_port, value, wait_for
+from harness.helm import CHART, ROOT, infermeter_container, one, pod_spec, render
+from harness.sidecar import demo_upstream, free_port, value, wait_for
 
 FAST = {"x-demo-ttft": "0", "x-demo-itl": "0.001"}
 LISTEN_FLAGS = ("--listen=", "--metrics-listen=")

@@ -1,26 +1,20 @@
 """The chart's PrometheusRule and dashboard ConfigMaps are the one rules source and dashboards/.
 
-Helm cannot read outside the chart, so it carries generated copies (tests.helm.chart_files);
-these tests fail when a copy or what the chart renders from it drifts from the source.
+Helm cannot read outside the chart, so it carries generated copies (generate/chart_files.py;
+tests/test_generated.py fails when a copy drifts): these tests fail when what the chart
+renders from them is not the source.
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.helm import chart_files
-from tests.helm.helm import CHART, ROOT, one, render
+from generate import chart_files
+from harness.helm import ROOT, one, render
 
 RULES = ROOT / "deploy" / "prometheus"
-
-
-def test_chart_copies_equal_their_sources() -> None:
-    problems = chart_files.drift()
-    assert not problems, f"run `python -m tests.helm.chart_files`: {problems}"
 
 
 def test_prometheus_rule_is_the_rendered_rules() -> None:
@@ -53,20 +47,3 @@ def test_dashboard_configmaps_are_the_dashboards() -> None:
         ((name, text),) = config_map["data"].items()
         rendered[name] = json.loads(text)
     assert rendered == sources  # an empty dashboards/ gives no ConfigMap, and passes
-
-
-def test_chart_files_check_reports_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--check exits 1 naming the file when a copy is stale (so CI messages are useful)."""
-
-    fake_chart = tmp_path / "chart"
-    (fake_chart / "files" / "rules").mkdir(parents=True)
-    (fake_chart / "files" / "rules" / "old.yaml").write_text("groups: []\n")
-    monkeypatch.setattr(chart_files, "CHART", fake_chart)
-    problems = chart_files.drift()
-    assert "stale files/rules/old.yaml" in problems
-    assert "missing files/rules/alert-rules.yaml" in problems
-    assert chart_files.main(["--check"]) == 1
-    chart_files.write()
-    assert chart_files.drift() == []
-    assert not (fake_chart / "files" / "rules" / "old.yaml").exists()
-    assert CHART.exists()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +19,8 @@ import httpx
 import pytest
 import yaml
 
+from harness.sidecar import demo_upstream, free_port, process, run_sidecar, wait_for
 from infermeter.rules import Params, alert_rules, recording_rules
-from tests.sidecar import demo_upstream, free_port, run_sidecar, terminate, wait_for
 
 pytestmark = pytest.mark.e2e
 FAST = Params(
@@ -57,16 +56,6 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@contextmanager
-def process(args: list[str], log: Path) -> Iterator[None]:
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
-    try:
-        yield
-    finally:
-        terminate(proc)
 
 
 def traffic(url: str, stop: threading.Event) -> None:

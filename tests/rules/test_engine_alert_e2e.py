@@ -13,9 +13,8 @@ import httpx
 import pytest
 import yaml
 
+from harness.sidecar import demo_upstream, free_port, process, run_sidecar, wait_for
 from infermeter.rules import Params, alert_rules, recording_rules
-from tests.rules.test_alert_e2e import process
-from tests.sidecar import demo_upstream, free_port, run_sidecar, wait_for
 
 pytestmark = pytest.mark.e2e
 FAST = Params(rate_window="5s", engine_saturated_for="3s", engine_down_for="3s")

@@ -1,5 +1,5 @@
-"""The rules: rendered files in sync with their source, promtool-clean, unit-tested by
-promtool, and built only on metrics infermeter really exports."""
+"""The rules: promtool-clean, unit-tested by promtool, and built only on metrics infermeter
+really exports (tests/test_generated.py keeps the rendered files in sync with their source)."""
 
 from __future__ import annotations
 
@@ -11,48 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from generate.promtool_spend import BUDGETS
+from generate.rules import render_tests
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
-from tests.rules.promtool_spend import BUDGETS, month_rule_groups, month_to_date_test_file
-from tests.rules.promtool_tests import build_test_file
 
 ROOT = Path(__file__).parents[2]
 RULES = ROOT / "deploy" / "prometheus"
-HEADER = "# Rendered by tests/rules/promtool_tests.py; do not edit by hand.\n"
-REGENERATE = "out of date: run `make rules`"
-
-
-def render_test_budgets() -> str:
-    """The budgets the promtool tests assume (the shipped budget-rules.yaml has none)."""
-    return budget_rules(Params(budgets=BUDGETS))
-
-
-def render_tests() -> str:
-    files = ["../recording-rules.yaml", "../alert-rules.yaml", "budget-rules.yaml"]
-    return HEADER + yaml.safe_dump(
-        build_test_file(files), sort_keys=False, width=1000, allow_unicode=True
-    )
-
-
-MONTH_RULES = "month-to-date-rules.yaml"
-
-
-def render_month_to_date() -> dict[str, str]:
-    """The month-to-date chain's own promtool test: its rules (hourly) and test file."""
-    return {
-        MONTH_RULES: yaml.safe_dump({"groups": month_rule_groups()}, sort_keys=False, width=1000),
-        "month_to_date_test.yaml": HEADER
-        + yaml.safe_dump(month_to_date_test_file(MONTH_RULES), sort_keys=False, width=1000),
-    }
-
-
-def test_rendered_rules_are_current() -> None:
-    assert (RULES / "recording-rules.yaml").read_text() == recording_rules(), REGENERATE
-    assert (RULES / "alert-rules.yaml").read_text() == alert_rules(), REGENERATE
-    assert (RULES / "tests" / "rules_test.yaml").read_text() == render_tests(), REGENERATE
-    assert (RULES / "budget-rules.yaml").read_text() == budget_rules(), REGENERATE
-    assert (RULES / "tests" / "budget-rules.yaml").read_text() == render_test_budgets()
-    for name, text in render_month_to_date().items():
-        assert (RULES / "tests" / name).read_text() == text, REGENERATE
 
 
 def promtool(*args: str, cwd: Path = RULES) -> subprocess.CompletedProcess[str]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.sidecar import INFERMETER
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
 from infermeter.rules.availability import error_budget
 from infermeter.rules.cost import seconds
-from tests.sidecar import INFERMETER
 
 
 def records(text: str) -> dict[str, str]:

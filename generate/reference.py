@@ -1,15 +1,13 @@
 """README reference tables generated from the code, so the docs cannot drift from it.
 
-`python -m infermeter.reference README.md` rewrites the marked sections in place; a test
-fails when the README differs from what this module generates.
+`make generate` rewrites the marked sections of README.md in place; `make generate-check`
+(and tests/test_generated.py) fails when the README differs from what this module generates.
 """
 
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from infermeter.metrics import CATALOGUE
 from infermeter.settings import CONFIG_ENV, Settings, env_name, flag_name
@@ -68,13 +66,3 @@ def render(text: str) -> str:
             raise ValueError(f"README has no generated section {name!r}")
         text = pattern.sub(_replacement(make()), text)
     return text
-
-
-def main(argv: list[str]) -> int:
-    path = Path(argv[0] if argv else "README.md")
-    path.write_text(render(path.read_text()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from generate.promtool_spend import availability_test, cost_test
 from infermeter.rules.cost import budget_group
 from infermeter.rules.params import Params
 from infermeter.rules.render import LATENCIES, alert_groups, recording_groups
-from tests.rules.promtool_spend import availability_test, cost_test
 
 RUNBOOK = Params().runbook_url
 NORMAL, SLOW, VERY_SLOW = 1, 3, 5  # bucket index a request lands in (see UNITS)

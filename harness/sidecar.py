@@ -238,6 +238,17 @@ def terminate(proc: subprocess.Popen[bytes]) -> int:
     return proc.returncode
 
 
+@contextmanager
+def process(args: list[str], log: Path) -> Iterator[None]:
+    """A background process (Prometheus, Alertmanager...) for the block, output into `log`."""
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        yield
+    finally:
+        terminate(proc)
+
+
 def read_until_cut(url: str, body: object) -> tuple[bytes, BaseException | None]:
     """POST a streaming request; return what arrived and the error that ended it, if any."""
     received: list[bytes] = []

@@ -9,7 +9,7 @@ queries (`$__rate_interval`) honour every variable.
 
 from __future__ import annotations
 
-from infermeter.dashboards.builder import Dashboard, Panel, Row, SeriesStyle, Target, Variable
+from generate.dashboards.builder import Dashboard, Panel, Row, SeriesStyle, Target, Variable
 from infermeter.rules import Params
 
 RULES = Params()  # the defaults the checked-in rule files are rendered with

@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.fake_nvml import profiles
-from tests.fake_nvml.build import build
-from tests.sidecar import free_port
+from harness.fake_nvml import profiles
+from harness.fake_nvml.build import build
+from harness.sidecar import free_port
 
 INFERMETER = str(Path(sys.executable).with_name("infermeter"))
 KV_CAPACITY = 8  # sequences the demo engine's simulated KV cache holds
@@ -60,7 +60,7 @@ def gpu_count(url: str) -> int:
     for _ in range(100):
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                text = response.read().decode()
+                text: str = response.read().decode()
             count = text.count("infermeter_gpu_up{")
             if count:
                 return count
@@ -135,7 +135,7 @@ def main() -> int:
         env["FAKE_NVML_CONFIG"] = str(state)
         animate(state, 0)
         print("No NVIDIA driver here: serving 2 SIMULATED GPUs from the fake NVML library")
-        print(f"  (tests/fake_nvml, state file {state}).")
+        print(f"  (harness/fake_nvml, state file {state}).")
     upstream_port = free_port()
     upstream = subprocess.Popen(
         [

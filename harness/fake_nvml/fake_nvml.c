@@ -1,7 +1,7 @@
 /*
  * Fake NVML (libnvidia-ml.so.1) for tests: implements the part of the NVML C API that
  * infermeter calls, with the C ABI of nvml.h, and serves values from the JSON file named
- * by $FAKE_NVML_CONFIG. The contract is tests/fake_nvml/SPEC.md.
+ * by $FAKE_NVML_CONFIG. The contract is harness/fake_nvml/SPEC.md.
  *
  * Design:
  *  - One mutex guards all state. Every API call locks it, re-reads the state file if its

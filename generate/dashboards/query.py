@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from infermeter.dashboards.builder import Target
+from generate.dashboards.builder import Target
 
 ALL = ".*"  # Grafana's allValue for our variables: "All" is a regex matching everything
 

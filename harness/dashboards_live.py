@@ -7,7 +7,7 @@ two models with varying lengths, some without usage reports, some bad requests, 
 clients that leave mid-stream, a slowdown in the middle, GPU figures that move, two XID
 events and a few corrected ECC errors.
 
-`python -m tests.dashboards.live --out docs/images` (`make dashboards-preview`) runs it for
+`python -m harness.dashboards_live --out docs/images` (`make dashboards-preview`) runs it for
 30 s and draws the preview PNGs.
 """
 
@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 import yaml
 
+from harness.fake_nvml import profiles
+from harness.sidecar import Sidecar, demo_upstream, free_port, run_sidecar, terminate, wait_for
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
-from tests.fake_nvml import profiles
-from tests.sidecar import Sidecar, demo_upstream, free_port, run_sidecar, terminate, wait_for
 
 NAMESPACE = "inference"
 # Baselines normally need a day of history (offset 1 h, 120 samples); here the same rules
@@ -271,10 +271,10 @@ def drive(stack: Live, seconds: float, clients_per_pod: int = 3) -> float:
 
 
 def main() -> int:
-    from infermeter.dashboards import preview
-    from tests.fake_nvml.build import build
+    from generate.dashboards import preview
+    from harness.fake_nvml.build import build
 
-    parser = argparse.ArgumentParser(prog="python -m tests.dashboards.live")
+    parser = argparse.ArgumentParser(prog="python -m harness.dashboards_live")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--window", type=float, default=0.0, help="Seconds drawn; 0: all.")

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "engines"
+FIXTURES = Path(__file__).parents[1] / "tests" / "fixtures" / "engines"
 VLLM = (FIXTURES / "vllm-0.11.prom").read_bytes()
 Behaviour = Callable[[BaseHTTPRequestHandler], None]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "infermeter"
 SCENARIOS = sorted(CHART.glob("ci/*-values.yaml"))
 MONITORING_API = "monitoring.coreos.com/v1"

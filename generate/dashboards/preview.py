@@ -1,11 +1,11 @@
 """Draw each dashboard to one PNG from a live Prometheus: a picture for people without Grafana.
 
-`python -m infermeter.dashboards.preview --prometheus URL --out docs/images/` runs every
+`python -m generate.dashboards.preview --prometheus URL --out docs/images/` runs every
 panel's queries (variables on "All") over the last `--minutes` and draws the panels where the
 dashboard's grid puts them, in Grafana's dark colours. It is a preview, not a renderer:
 timeseries, heatmaps, stats, state timelines and tables, with units, legends and the
-dashed/coloured series the dashboard declares. Needs matplotlib (`pip install
-'infermeter[preview]'`).
+dashed/coloured series the dashboard declares. A build-time tool of the
+repository (not in the wheel); needs matplotlib (`pip install -e '.[preview]'` in a checkout).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from infermeter.dashboards.builder import GRID_WIDTH, Dashboard, Panel, Row, layout
-from infermeter.dashboards.catalogue import DASHBOARDS
-from infermeter.dashboards.query import Prometheus, PrometheusError, Series, legend, run
+from generate.dashboards.builder import GRID_WIDTH, Dashboard, Panel, Row, layout
+from generate.dashboards.catalogue import DASHBOARDS
+from generate.dashboards.query import Prometheus, PrometheusError, Series, legend, run
 
 BACKGROUND, PANEL, TEXT, MUTED, GRID = "#111217", "#181b1f", "#ccccdc", "#8e8e9e", "#2c3235"
 PALETTE = (
@@ -394,7 +394,7 @@ def render_all(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infermeter.dashboards.preview")
+    parser = argparse.ArgumentParser(prog="python -m generate.dashboards.preview")
     parser.add_argument("--prometheus", required=True, help="Base URL, e.g. http://127.0.0.1:9090")
     parser.add_argument("--out", type=Path, default=Path("docs/images"))
     parser.add_argument("--minutes", type=float, default=60.0, help="Time range drawn.")

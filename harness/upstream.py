@@ -16,7 +16,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from tests.sidecar import free_port
+from harness.sidecar import free_port
 
 
 @dataclass
