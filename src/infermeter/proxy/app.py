@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from infermeter.guard import REJECTED
+from infermeter.guard import REJECTED, relay_cycle
 from infermeter.prices import Price
 from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_body
 from infermeter.proxy.headers import request_headers, response_headers
@@ -36,6 +36,8 @@ from infermeter.streams.request_info import SCAN_LIMIT, RequestInfo, parse_reque
 from infermeter.streams.timing import Outcome, RequestMeter
 
 if TYPE_CHECKING:  # the SDK is imported only where tracing is on (infermeter.worker)
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
     from infermeter.tracing import RequestTrace, Tracing
 
 log = logging.getLogger(__name__)
@@ -392,29 +394,25 @@ class ProxyApp:
             }
         )
         outcome = Outcome.COMPLETED
-        first = True
         capture = (
             exchange.trace if exchange.trace is not None and exchange.trace.capturing else None
         )
+        cycle = relay_cycle(send)
         try:
-            read = response.read
-            while chunk := await read():
-                now = time.perf_counter()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if capture is not None:
-                    capture.response_bytes(chunk)
-                if meter is None:
-                    continue
+            if cycle is not None and cycle.chunked_encoding and not cycle.disconnected:
+                relay = _Relay(self, cycle, response, meter, parser, capture, series, exchange)
                 try:
-                    if first:
-                        meter.first_byte(now)
-                        first = False
-                    if parser is not None:
-                        for observation in parser.feed(chunk):
-                            meter.observe(observation, now)
-                except Exception as error:  # noqa: BLE001
-                    self._measuring_failed(series, error, exchange.attrs)
-                    meter = parser = None
+                    response.relay(relay)
+                    while not await response.relayed():  # False: the client is behind
+                        await cycle.flow.drain()
+                        response.resume()
+                finally:
+                    response.unrelay()
+                    meter, parser = relay.meter, relay.parser
+            else:
+                meter, parser = await self._pump(
+                    response, send, meter, parser, capture, series, exchange
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Disconnected:
             outcome = Outcome.UPSTREAM_RESET
@@ -438,6 +436,39 @@ class ProxyApp:
                 extra={"outcome": outcome.value, "api": exchange.api, "status": status},
             )
             raise ClientStreamAborted(outcome.value)
+
+    async def _pump(
+        self,
+        response: Response,
+        send: Send,
+        meter: RequestMeter | None,
+        parser: StreamParser | None,
+        capture: RequestTrace | None,
+        series: Series,
+        exchange: _Exchange,
+    ) -> tuple[RequestMeter | None, StreamParser | None]:
+        """The body as ASGI messages, one per chunk read (a response that is not chunked,
+        or a server other than uvicorn's httptools one); returns what is left to measure."""
+        first = True
+        read = response.read
+        while chunk := await read():
+            now = time.perf_counter()
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if capture is not None:
+                capture.response_bytes(chunk)
+            if meter is None:
+                continue
+            try:
+                if first:
+                    meter.first_byte(now)
+                    first = False
+                if parser is not None:
+                    for observation in parser.feed(chunk):
+                        meter.observe(observation, now)
+            except Exception as error:  # noqa: BLE001
+                self._measuring_failed(series, error, exchange.attrs)
+                meter = parser = None
+        return meter, parser
 
     def _record(
         self,
@@ -510,6 +541,77 @@ class ProxyApp:
         """Log and count a bug in measuring; the request's bytes keep flowing."""
         log.error("measuring failed", exc_info=error, extra={"error_type": "proxy_internal"})
         self._recorder.error(series, "proxy_internal", attrs)
+
+
+class _Relay:
+    """The sink of a relayed response: called by the upstream connection with each body
+    chunk as it is parsed, it writes the chunk to the client (chunked framing), then feeds
+    the stream parser and the meter; no ASGI message, no task wake-up. When the client's
+    transport asks to pause writing, the upstream stops being read (`Response.hold`) until
+    the request task has seen the client drain. It never raises (it runs inside the
+    upstream protocol's data_received)."""
+
+    __slots__ = (
+        "app",
+        "attrs",
+        "capture",
+        "cycle",
+        "first",
+        "flow",
+        "meter",
+        "parser",
+        "response",
+        "series",
+        "write",
+    )
+
+    def __init__(
+        self,
+        app: ProxyApp,
+        cycle: RequestResponseCycle,
+        response: Response,
+        meter: RequestMeter | None,
+        parser: StreamParser | None,
+        capture: RequestTrace | None,
+        series: Series,
+        exchange: _Exchange,
+    ) -> None:
+        self.app = app
+        self.cycle = cycle
+        self.flow = cycle.flow
+        self.write = cycle.transport.write
+        self.response = response
+        self.meter = meter
+        self.parser = parser
+        self.capture = capture
+        self.series = series
+        self.attrs = exchange.attrs
+        self.first = True
+
+    def __call__(self, chunk: bytes) -> None:
+        now = time.perf_counter()
+        if not chunk:
+            return  # an empty chunk would end the chunked response
+        if not self.cycle.disconnected:
+            self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            if self.flow.write_paused:
+                self.response.hold()
+        meter = self.meter
+        try:
+            if self.capture is not None:
+                self.capture.response_bytes(chunk)
+            if meter is None:
+                return
+            if self.first:
+                meter.first_byte(now)
+                self.first = False
+            parser = self.parser
+            if parser is not None:
+                for observation in parser.feed(chunk):
+                    meter.observe(observation, now)
+        except Exception as error:  # noqa: BLE001 - measuring must never fail the request
+            self.app._measuring_failed(self.series, error, self.attrs)
+            self.meter = self.parser = None
 
 
 async def _next_chunk(receive: Receive, exchange: _Exchange) -> tuple[bytes, bool]:
