@@ -473,3 +473,65 @@ def test_waiting_for_a_full_pool_ends_after_the_pool_timeout() -> None:
         server.close()
 
     run(main())
+
+
+def test_relay_hands_every_chunk_to_the_sink_in_order_and_holds_the_upstream() -> None:
+    """Relay mode: chunks buffered before `relay()` go first, the rest as they are parsed;
+    `hold()` wakes the consumer and stops reading, `resume()` goes on; the read timeout
+    and a cut body still end it."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n")
+        await writer.drain()
+        await release.wait()
+        for part in (b"cd", b"ef", b"gh"):
+            writer.write(b"2\r\n%b\r\n" % part)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        writer.write(b"0\r\n\r\n")
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhi")
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        r = await c.request("GET", "/", [], None)
+        await asyncio.sleep(0.05)  # the first chunk is buffered before the relay starts
+        got: list[bytes] = []
+
+        def sink(chunk: bytes) -> None:
+            got.append(chunk)
+            if chunk == b"cd":
+                r.hold()
+
+        r.relay(sink)
+        assert got == [b"ab"]
+        release.set()
+        assert await r.relayed() is False  # held after "cd"
+        assert got == [b"ab", b"cd"]
+        await asyncio.sleep(0.1)  # held: the upstream is not read meanwhile
+        assert got == [b"ab", b"cd"]
+        r.resume()
+        assert await r.relayed() is True
+        assert got == [b"ab", b"cd", b"ef", b"gh"]
+        r.unrelay()
+        r.release()
+        server.close()
+
+        server, url = await serve(stalls)
+        r = await client(url, read_timeout=0.3).request("GET", "/", [], None)
+        got.clear()
+        r.relay(got.append)
+        with pytest.raises(ReadTimeout):
+            await r.relayed()
+        assert got == [b"hi"]
+        r.release()
+        server.close()
+        await c.close()
+
+    run(main())
