@@ -565,6 +565,7 @@ class _Relay:
         "app",
         "attrs",
         "capture",
+        "closing",
         "cycle",
         "first",
         "flow",
@@ -590,6 +591,7 @@ class _Relay:
         self.cycle = cycle
         self.flow = cycle.flow
         self.write = cycle.transport.write
+        self.closing = cycle.transport.is_closing
         self.response = response
         self.meter = meter
         self.parser = parser
@@ -602,7 +604,9 @@ class _Relay:
         now = time.perf_counter()
         if not chunk:
             return  # an empty chunk would end the chunked response
-        if not self.cycle.disconnected:
+        # Closed but not yet told (uvicorn answered 400 to pipelined garbage, say): a write
+        # would raise inside the upstream's data_received.
+        if not self.cycle.disconnected and not self.closing():
             self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             if self.flow.write_paused:
                 self.response.hold()
