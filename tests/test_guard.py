@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from infermeter.accumulators import Store
-from infermeter.guard import FD_RESERVE, counting, proxy_connection_budget, response, share
+from infermeter.guard import (
+    FD_RESERVE,
+    counting,
+    proxy_connection_budget,
+    relay_cycle,
+    response,
+    share,
+)
 from infermeter.metrics import HTTP_REJECTED
 
 
@@ -40,3 +47,42 @@ def test_refusals_are_counted_per_reason_in_any_labelled_family() -> None:
         reject(reason)
     taken = {labels: value for _, labels, value in store.take()}
     assert taken == {("proxy", "head_too_large"): 2.0, ("proxy", "header_timeout"): 1.0}
+
+
+def test_relay_cycle_is_uvicorns_cycle_behind_send_and_nothing_else() -> None:
+    """The relay's seam: uvicorn's httptools cycle (whose state the relay keeps) or None,
+    so that a test's fake `send` or another server gets plain ASGI messages."""
+    import asyncio
+    import logging
+
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    class Transport:
+        def write(self, data: bytes) -> None: ...
+
+    cycle = RequestResponseCycle(
+        scope={"type": "http", "method": "GET"},  # type: ignore[typeddict-item]
+        transport=Transport(),  # type: ignore[arg-type]
+        flow=FlowControl(Transport()),  # type: ignore[arg-type]
+        logger=logging.getLogger("t"),
+        access_logger=logging.getLogger("t"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+    assert relay_cycle(cycle.send) is cycle
+    for name in ("disconnected", "chunked_encoding", "flow", "transport"):
+        assert hasattr(cycle, name), name  # what the relay reads (proxy/app.py, _Relay)
+    assert hasattr(cycle.flow, "write_paused")
+
+    async def fake_send(message: object) -> None: ...
+
+    class Other:
+        async def send(self, message: object) -> None: ...
+
+    assert relay_cycle(fake_send) is None
+    assert relay_cycle(Other().send) is None

@@ -76,6 +76,17 @@ async def serve(handler: Handler) -> tuple[Upstream, str]:
     return upstream, upstream.url
 
 
+def stalls_after(answer: bytes) -> Handler:
+    """A handler that reads the request, writes `answer` (maybe nothing) and goes silent."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await asyncio.sleep(10)
+
+    return handler
+
+
 def client(url: str, **kw: float) -> UpstreamClient:
     c = UpstreamClient(
         pool_size=int(kw.get("pool_size", 8)),
@@ -296,14 +307,8 @@ def test_a_generation_that_reached_the_upstream_is_never_sent_twice() -> None:
 
 
 def test_read_timeout_before_the_head_and_between_chunks() -> None:
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(10)
-
-    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
-        await asyncio.sleep(10)
+    silent = stalls_after(b"")
+    stalls = stalls_after(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n")
 
     async def main() -> None:
         server, url = await serve(silent)
@@ -389,10 +394,7 @@ def test_refused_connection_names_the_cause() -> None:
 
 
 def test_client_cancellation_closes_the_connection() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        await asyncio.sleep(10)
+    handler = stalls_after(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
 
     async def main() -> None:
         server, url = await serve(handler)
@@ -456,9 +458,7 @@ def test_bytes_beyond_a_complete_response_close_the_connection() -> None:
 
 
 def test_waiting_for_a_full_pool_ends_after_the_pool_timeout() -> None:
-    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        await asyncio.sleep(10)
+    slow = stalls_after(b"")
 
     async def main() -> None:
         server, url = await serve(slow)
@@ -471,5 +471,64 @@ def test_waiting_for_a_full_pool_ends_after_the_pool_timeout() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await busy
         server.close()
+
+    run(main())
+
+
+def test_relay_hands_every_chunk_to_the_sink_in_order_and_holds_the_upstream() -> None:
+    """Relay mode: chunks buffered before `relay()` go first, the rest as they are parsed;
+    `hold()` wakes the consumer and stops reading, `resume()` goes on; the read timeout
+    and a cut body still end it."""
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n")
+        await writer.drain()
+        await release.wait()
+        for part in (b"cd", b"ef", b"gh"):
+            writer.write(b"2\r\n%b\r\n" % part)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        writer.write(b"0\r\n\r\n")
+
+    stalls = stalls_after(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhi")
+
+    async def main() -> None:
+        server, url = await serve(handler)
+        c = client(url)
+        r = await c.request("GET", "/", [], None)
+        await asyncio.sleep(0.05)  # the first chunk is buffered before the relay starts
+        got: list[bytes] = []
+
+        def sink(chunk: bytes) -> None:
+            got.append(chunk)
+            if chunk == b"cd":
+                r.hold()
+
+        r.relay(sink)
+        assert got == [b"ab"]
+        release.set()
+        assert await r.relayed() is False  # held after "cd"
+        assert got == [b"ab", b"cd"]
+        await asyncio.sleep(0.1)  # held: the upstream is not read meanwhile
+        assert got == [b"ab", b"cd"]
+        r.resume()
+        assert await r.relayed() is True
+        assert got == [b"ab", b"cd", b"ef", b"gh"]
+        r.unrelay()
+        r.release()
+        server.close()
+
+        server, url = await serve(stalls)
+        r = await client(url, read_timeout=0.3).request("GET", "/", [], None)
+        got.clear()
+        r.relay(got.append)
+        with pytest.raises(ReadTimeout):
+            await r.relayed()
+        assert got == [b"hi"]
+        r.release()
+        server.close()
+        await c.close()
 
     run(main())

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 if TYPE_CHECKING:  # the worker gets a WorkerConfig, not the pydantic model
     from infermeter.settings import Settings
@@ -246,6 +246,25 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
             self.transport.close()
 
     return Guarded
+
+
+def relay_cycle(send: object) -> RequestResponseCycle | None:
+    """The seam of the proxy's relay: the uvicorn cycle behind an ASGI `send`, or None.
+
+    The proxy sends the response head and its end through `send`, as ASGI says, but writes
+    the body chunks of a chunked response straight to the cycle's transport, from the
+    upstream connection's data_received (no ASGI message, no task wake-up per chunk). It
+    reads and keeps the cycle's state the way `RequestResponseCycle.send` does:
+    `disconnected` (nothing more is written), `chunked_encoding` (the framing; only a
+    chunked response is relayed), `flow.write_paused` / `flow.drain()` (back-pressure), and
+    it ends the response with `send` (terminating chunk, `response_complete`, keep-alive,
+    the next pipelined request). Written against uvicorn 0.54's httptools_impl (the e2e tests
+    exercise every one of these states); anything but a bound `send` of uvicorn's
+    `RequestResponseCycle` (a test's fake, another server) gets None, and the proxy then
+    sends plain ASGI messages.
+    """
+    cycle = getattr(send, "__self__", None)
+    return cycle if type(cycle) is RequestResponseCycle else None
 
 
 def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
-from infermeter.guard import REJECTED
+from infermeter.accumulators import GaugeChild
+from infermeter.guard import REJECTED, relay_cycle
 from infermeter.prices import Price
 from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_body
 from infermeter.proxy.headers import request_headers, response_headers
 from infermeter.proxy.recorder import OTHER_MODEL, Attrs, Recorder, Series
 from infermeter.proxy.upstream import (
+    Body,
     ConnectError,
     ConnectTimeout,
     Disconnected,
@@ -33,16 +35,19 @@ from infermeter.proxy.upstream import (
 from infermeter.streams.api import Api, api_for_path
 from infermeter.streams.parsers import StreamParser, parser_for
 from infermeter.streams.request_info import SCAN_LIMIT, RequestInfo, parse_request_body
-from infermeter.streams.timing import Outcome, RequestMeter
+from infermeter.streams.timing import ErrorType, Outcome, RequestMeter
 
 if TYPE_CHECKING:  # the SDK is imported only where tracing is on (infermeter.worker)
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
     from infermeter.tracing import RequestTrace, Tracing
 
 log = logging.getLogger(__name__)
 Scope = dict[str, Any]
 Message = dict[str, Any]
-Receive = Any
-Send = Any
+#: The ASGI callables (uvicorn passes its own, typed alike).
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 #: How much of a request body is held before it goes upstream, and kept to read its model:
 #: the OpenAI SDK writes "model" after "messages", so the whole body is needed. Holding it
@@ -56,7 +61,7 @@ ParserFactory = Callable[..., StreamParser]
 
 class Failure(NamedTuple):
     status: int
-    error_type: str
+    error_type: ErrorType
     reason: str
 
 
@@ -86,7 +91,7 @@ class _Exchange:
         self.series: Series | None = None
         self.attrs: Attrs = ()  # the --attribute label values, from the request's headers
         self.price: Price | None = None  # its model's price, with --prices
-        self.in_flight: Any = None  # the gauge child, once incremented
+        self.in_flight: GaugeChild | None = None  # the gauge child, once incremented
         self.trace: RequestTrace | None = None
         self.client_gone = False
         self.finished = False
@@ -248,7 +253,7 @@ class ProxyApp:
                     send,
                     exchange,
                     t0,
-                    Failure(503, "upstream_timeout", "infermeter is shutting down"),
+                    Failure(503, ErrorType.UPSTREAM_TIMEOUT, "infermeter is shutting down"),
                 )
         except ClientStreamAborted:
             if exchange.client_gone:  # went away during the upload
@@ -293,27 +298,29 @@ class ProxyApp:
         exchange.held = 0
 
     async def _send_upstream(
-        self, method: str, target: str, headers: list[tuple[str, str]], data: Any
+        self, method: str, target: str, headers: list[tuple[str, str]], data: Body
     ) -> Response | Failure:
         """The upstream's response head, or why there is none."""
         try:
             return await self._client.request(method, target, headers, data)
         except (ConnectTimeout, ConnectError) as exc:
-            return Failure(502, "upstream_connect", str(exc))
+            return Failure(502, ErrorType.UPSTREAM_CONNECT, str(exc))
         except PoolTimeout as exc:
             self._recorder.pool_timeout()
-            return Failure(503, "upstream_connect", str(exc))
+            return Failure(503, ErrorType.UPSTREAM_CONNECT, str(exc))
         except HeadTooLarge as exc:
-            return Failure(502, "stream_truncated", str(exc))
+            return Failure(502, ErrorType.STREAM_TRUNCATED, str(exc))
         except ReadTimeout:
-            return Failure(504, "upstream_timeout", "the upstream did not answer in time")
+            return Failure(504, ErrorType.UPSTREAM_TIMEOUT, "the upstream did not answer in time")
         except Disconnected:
             return Failure(
-                502, "stream_truncated", "the upstream closed the connection without answering"
+                502,
+                ErrorType.STREAM_TRUNCATED,
+                "the upstream closed the connection without answering",
             )
         except ClientStreamAborted as exc:
             return Failure(
-                502, "upstream_connect", f"upstream request failed: {type(exc).__name__}"
+                502, ErrorType.UPSTREAM_CONNECT, f"upstream request failed: {type(exc).__name__}"
             )
 
     async def _upstream_failed(
@@ -336,7 +343,7 @@ class ProxyApp:
         self._finish_early(exchange, status, error_type, t0)
 
     def _finish_early(
-        self, exchange: _Exchange, code: int, error_type: str | None, t0: float
+        self, exchange: _Exchange, code: int, error_type: ErrorType | None, t0: float
     ) -> None:
         """Count a request that ended without a relayed response (errors, disconnects)."""
         try:
@@ -347,14 +354,17 @@ class ProxyApp:
             if exchange.trace is not None:
                 exchange.trace.finish(code, error_type, None, e2e)
         except Exception:
-            log.exception("measuring failed", extra={"error_type": "proxy_internal"})
+            log.exception("measuring failed", extra={"error_type": ErrorType.PROXY_INTERNAL})
 
-    async def _watch(self, receive: Receive, exchange: _Exchange, task: Any) -> None:
+    async def _watch(
+        self, receive: Receive, exchange: _Exchange, task: asyncio.Task[Any] | None
+    ) -> None:
         """Cancel the exchange as soon as the client goes away (no leaked upstream work)."""
         message = await receive()
         if message["type"] == "http.disconnect" and not exchange.finished:
             exchange.client_gone = True
-            task.cancel()
+            if task is not None:
+                task.cancel()
 
     async def _relay(self, response: Response, send: Send, exchange: _Exchange, t0: float) -> None:
         status = response.status
@@ -392,29 +402,25 @@ class ProxyApp:
             }
         )
         outcome = Outcome.COMPLETED
-        first = True
         capture = (
             exchange.trace if exchange.trace is not None and exchange.trace.capturing else None
         )
+        cycle = relay_cycle(send)
         try:
-            read = response.read
-            while chunk := await read():
-                now = time.perf_counter()
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if capture is not None:
-                    capture.response_bytes(chunk)
-                if meter is None:
-                    continue
+            if cycle is not None and cycle.chunked_encoding and not cycle.disconnected:
+                relay = _Relay(self, cycle, response, meter, parser, capture, series, exchange)
                 try:
-                    if first:
-                        meter.first_byte(now)
-                        first = False
-                    if parser is not None:
-                        for observation in parser.feed(chunk):
-                            meter.observe(observation, now)
-                except Exception as error:  # noqa: BLE001
-                    self._measuring_failed(series, error, exchange.attrs)
-                    meter = parser = None
+                    response.relay(relay)
+                    while not await response.relayed():  # False: the client is behind
+                        await cycle.flow.drain()
+                        response.resume()
+                finally:
+                    response.unrelay()
+                    meter, parser = relay.meter, relay.parser
+            else:
+                meter, parser = await self._pump(
+                    response, send, meter, parser, capture, series, exchange
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Disconnected:
             outcome = Outcome.UPSTREAM_RESET
@@ -438,6 +444,39 @@ class ProxyApp:
                 extra={"outcome": outcome.value, "api": exchange.api, "status": status},
             )
             raise ClientStreamAborted(outcome.value)
+
+    async def _pump(
+        self,
+        response: Response,
+        send: Send,
+        meter: RequestMeter | None,
+        parser: StreamParser | None,
+        capture: RequestTrace | None,
+        series: Series,
+        exchange: _Exchange,
+    ) -> tuple[RequestMeter | None, StreamParser | None]:
+        """The body as ASGI messages, one per chunk read (a response that is not chunked,
+        or a server other than uvicorn's httptools one); returns what is left to measure."""
+        first = True
+        read = response.read
+        while chunk := await read():
+            now = time.perf_counter()
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if capture is not None:
+                capture.response_bytes(chunk)
+            if meter is None:
+                continue
+            try:
+                if first:
+                    meter.first_byte(now)
+                    first = False
+                if parser is not None:
+                    for observation in parser.feed(chunk):
+                        meter.observe(observation, now)
+            except Exception as error:  # noqa: BLE001
+                self._measuring_failed(series, error, exchange.attrs)
+                meter = parser = None
+        return meter, parser
 
     def _record(
         self,
@@ -508,8 +547,85 @@ class ProxyApp:
 
     def _measuring_failed(self, series: Series, error: Exception, attrs: Attrs = ()) -> None:
         """Log and count a bug in measuring; the request's bytes keep flowing."""
-        log.error("measuring failed", exc_info=error, extra={"error_type": "proxy_internal"})
-        self._recorder.error(series, "proxy_internal", attrs)
+        log.error(
+            "measuring failed", exc_info=error, extra={"error_type": ErrorType.PROXY_INTERNAL}
+        )
+        self._recorder.error(series, ErrorType.PROXY_INTERNAL, attrs)
+
+
+class _Relay:
+    """The sink of a relayed response: called by the upstream connection with each body
+    chunk as it is parsed, it writes the chunk to the client (chunked framing), then feeds
+    the stream parser and the meter; no ASGI message, no task wake-up. When the client's
+    transport asks to pause writing, the upstream stops being read (`Response.hold`) until
+    the request task has seen the client drain. It never raises (it runs inside the
+    upstream protocol's data_received)."""
+
+    __slots__ = (
+        "app",
+        "attrs",
+        "capture",
+        "closing",
+        "cycle",
+        "first",
+        "flow",
+        "meter",
+        "parser",
+        "response",
+        "series",
+        "write",
+    )
+
+    def __init__(
+        self,
+        app: ProxyApp,
+        cycle: RequestResponseCycle,
+        response: Response,
+        meter: RequestMeter | None,
+        parser: StreamParser | None,
+        capture: RequestTrace | None,
+        series: Series,
+        exchange: _Exchange,
+    ) -> None:
+        self.app = app
+        self.cycle = cycle
+        self.flow = cycle.flow
+        self.write = cycle.transport.write
+        self.closing = cycle.transport.is_closing
+        self.response = response
+        self.meter = meter
+        self.parser = parser
+        self.capture = capture
+        self.series = series
+        self.attrs = exchange.attrs
+        self.first = True
+
+    def __call__(self, chunk: bytes) -> None:
+        now = time.perf_counter()
+        if not chunk:
+            return  # an empty chunk would end the chunked response
+        # Closed but not yet told (uvicorn answered 400 to pipelined garbage, say): a write
+        # would raise inside the upstream's data_received.
+        if not self.cycle.disconnected and not self.closing():
+            self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            if self.flow.write_paused:
+                self.response.hold()
+        meter = self.meter
+        try:
+            if self.capture is not None:
+                self.capture.response_bytes(chunk)
+            if meter is None:
+                return
+            if self.first:
+                meter.first_byte(now)
+                self.first = False
+            parser = self.parser
+            if parser is not None:
+                for observation in parser.feed(chunk):
+                    meter.observe(observation, now)
+        except Exception as error:  # noqa: BLE001 - measuring must never fail the request
+            self.app._measuring_failed(self.series, error, self.attrs)
+            self.meter = self.parser = None
 
 
 async def _next_chunk(receive: Receive, exchange: _Exchange) -> tuple[bytes, bool]:
@@ -521,11 +637,11 @@ async def _next_chunk(receive: Receive, exchange: _Exchange) -> tuple[bytes, boo
     return message.get("body", b""), message.get("more_body", False)
 
 
-def _gone(scope: Scope) -> tuple[int, str | None]:
+def _gone(scope: Scope) -> tuple[int, ErrorType | None]:
     """Status and error type of a request the client left: 499, or what the server
     answered when it cut the request itself (guard.py): 408 when the upload stalled
     (still the client's failure), 400 for a malformed body (no error of ours)."""
     code = scope.get(REJECTED)
     if code == 400:
         return 400, None
-    return (code if isinstance(code, int) else CLIENT_CLOSED), "client_disconnect"
+    return (code if isinstance(code, int) else CLIENT_CLOSED), ErrorType.CLIENT_DISCONNECT

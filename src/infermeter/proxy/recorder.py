@@ -14,10 +14,10 @@ attribution multiplies only a handful of counter series.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 from infermeter import metrics as m
-from infermeter.accumulators import Family, Store
+from infermeter.accumulators import CounterChild, Family, GaugeChild, HistogramChild, Store
 from infermeter.attribution import MISSING, Attribution
 from infermeter.prices import Price, PriceBook
 from infermeter.proxy.model_slots import ModelSlots
@@ -41,6 +41,12 @@ def allow_list(models: tuple[str, ...]) -> list[str]:
     return [clean_text(name, MAX_MODEL_LENGTH) for name in models]
 
 
+#: The per-series histograms, by their key in `Recorder._metrics`.
+Histogram = Literal[
+    "ttfb", "ttft", "itl", "tpot", "e2e", "request_prompt_tokens", "request_completion_tokens"
+]
+
+
 class Series:
     """The children of the inference metrics for one (model, api), made on first use.
 
@@ -56,8 +62,15 @@ class Series:
         self._parents = parents
         self._children: dict[str, Any] = {}
 
-    def child(self, name: str) -> Any:
-        found = self._children.get(name)
+    @overload
+    def child(self, name: Literal["in_flight"]) -> GaugeChild: ...
+    @overload
+    def child(self, name: Literal["goodput", "drain_aborted"]) -> CounterChild: ...
+    @overload
+    def child(self, name: Histogram) -> HistogramChild: ...
+    def child(self, name: str) -> CounterChild | HistogramChild:
+        """The child of the series' metric `name` (a key of `Recorder._metrics`)."""
+        found: CounterChild | HistogramChild | None = self._children.get(name)
         if found is None:
             found = self._children[name] = self._parents[name].labels(self.model, self.api)
         return found

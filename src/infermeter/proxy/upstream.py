@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -86,8 +86,10 @@ class Response:
         "_parser",
         "_waiter",
         "head_only",
+        "held",
         "keep_alive",
         "raw_headers",
+        "sink",
         "status",
     )
 
@@ -108,6 +110,9 @@ class Response:
         self._interim = False  # a 1xx response, skipped
         self._deadline: asyncio.TimerHandle | None = None  # the total timeout
         self._head_bytes = 0  # bytes read before the head was complete
+        # relay mode (see relay()): body chunks go to `sink` as they are parsed
+        self.sink: Callable[[bytes], None] | None = None
+        self.held = False  # the sink's client is slow: the upstream is not read meanwhile
 
     def header(self, name: bytes) -> str | None:
         """The first value of a header, by lower-case name."""
@@ -153,6 +158,9 @@ class Response:
 
     def on_body(self, body: bytes) -> None:
         if self._done:
+            return
+        if self.sink is not None:
+            self.sink(body)
             return
         self._chunks.append(body)
         self._buffered += len(body)
@@ -236,6 +244,56 @@ class Response:
                 raise self._error
             if self._done:
                 return b""
+            self._waiter = self._conn.loop.create_future()
+            self._conn.watch()
+            await self._waiter
+
+    # --- relay mode: no read() and no task wake-up per chunk --------------------------------
+    def relay(self, sink: Callable[[bytes], None]) -> None:
+        """From now on hand every body chunk to `sink` as the upstream's bytes are parsed,
+        synchronously (in the connection's data_received); what is buffered goes first.
+
+        `sink` must not raise. The consumer then awaits `relayed()` for the end of the
+        body, and calls `hold()` when its own client cannot take more for now.
+        """
+        if self._chunks:
+            chunks = self._chunks
+            data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            self._buffered = 0
+            sink(data)
+        self.sink = sink
+        if not self.held:
+            self._conn.resume_reading()
+
+    def unrelay(self) -> None:
+        """Back to buffering (read()): nothing more goes to the sink."""
+        self.sink = None
+
+    def hold(self) -> None:
+        """Stop reading the upstream (TCP pushes back) and wake the consumer, which waits
+        for its client to drain and then calls `resume()`."""
+        if not self.held:
+            self.held = True
+            self._conn.pause_reading()
+            self._wake()
+
+    def resume(self) -> None:
+        if self.held:
+            self.held = False
+            self._conn.resume_reading()
+
+    async def relayed(self) -> bool:
+        """Wait for the end of a relayed body: True once complete, False when `hold()` was
+        called (the consumer drains its client, then resumes and waits again); raises
+        the upstream's failure."""
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                return True
+            if self.held:
+                return False
             self._waiter = self._conn.loop.create_future()
             self._conn.watch()
             await self._waiter

@@ -123,20 +123,9 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent | SSEComment]:
         """Consume bytes; return the events and comments completed by them."""
-        if (
-            self._head is None
-            and chunk[:6] == b"data: "
-            and chunk[-2:] == b"\n\n"
-            and not self._data
-            and not self._event
-            and not self._overflow
-            and not self._skip_lf
-            and self._pending.idle
-            and b"\r" not in chunk
-        ):
-            fast = self._whole_data_events(chunk)
-            if fast is not None:
-                return fast
+        fast = self.whole_data(chunk)
+        if fast is not None:
+            return [SSEEvent("message", data) for data in fast]
         head = self._head
         if head is not None:
             head += chunk
@@ -169,16 +158,30 @@ class SSEDecoder:
             self._overflow = True
         return out
 
-    def _whole_data_events(self, chunk: bytes) -> list[SSEEvent | SSEComment] | None:
-        """The common chunk, one or more whole `data: <one line>` events, without the
-        line-by-line state machine; None when the chunk is anything else."""
-        events: list[SSEEvent | SSEComment] = []
+    def whole_data(self, chunk: bytes) -> list[bytes] | None:
+        """The common chunk, one or more whole `data: <one line>` events at a boundary
+        between events, read without the line-by-line state machine: their data; None
+        when the chunk is anything else (then `feed` it). Consumes the chunk when it
+        returns a list: what `feed` would give, as plain data (no event objects)."""
+        if (
+            self._head is not None
+            or chunk[:6] != b"data: "
+            or chunk[-2:] != b"\n\n"
+            or self._data
+            or self._event
+            or self._overflow
+            or self._skip_lf
+            or not self._pending.idle
+            or b"\r" in chunk
+        ):
+            return None
+        out: list[bytes] = []
         limit = self._max  # the line cap, stricter than the cap on the value's length + 1
         for part in chunk[:-2].split(b"\n\n"):
             if part[:6] != b"data: " or b"\n" in part or len(part) > limit:
                 return None
-            events.append(SSEEvent("message", part[6:]))
-        return events
+            out.append(part[6:])
+        return out
 
     def close(self) -> list[SSEEvent | SSEComment]:
         """End of stream: deliver a last line and event left without their terminators."""

@@ -66,7 +66,15 @@ class _FramedParser:
         if not data:
             return []
         event = self._interp.event
+        whole = self._whole(data)
+        if whole is not None:  # the bulk of a stream, read without event objects
+            return [event("message", payload) for payload in whole]
         return [event(name, payload) for name, payload in self._frames(data, final=False)]
+
+    def _whole(self, data: bytes) -> list[bytes] | None:
+        """The data of the whole `message` events `data` consists of, when the framer can
+        tell without its state machine (and consumes it); None: use `_frames`."""
+        return None
 
     def close(self) -> list[Observation]:
         if self._closed:
@@ -85,6 +93,9 @@ class SSEParser(_FramedParser):
     def __init__(self, interp: Interpreter, content: ContentDecoder) -> None:
         super().__init__(interp, content)
         self._sse = SSEDecoder()
+
+    def _whole(self, data: bytes) -> list[bytes] | None:
+        return self._sse.whole_data(data)
 
     def _frames(self, data: bytes, *, final: bool) -> list[tuple[str, bytes]]:
         items = self._sse.feed(data) if data else []

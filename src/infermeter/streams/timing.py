@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from infermeter.streams.observation import Observation
+from infermeter.streams.observation import OUTPUT, Observation
 
 #: Distinct choices whose finish reason is kept (``n`` is small in practice).
 MAX_FINISH_REASONS = 16
@@ -162,23 +162,14 @@ class RequestMeter:
 
     def observe(self, obs: Observation, t: float) -> None:
         """One parser observation, at the arrival time of the chunk that completed it."""
+        if obs is OUTPUT:  # the bulk of a stream: output and nothing else
+            self._output(t)
+            return
         if obs.tokens is not None:
             pending = self._pending_tokens
             self._pending_tokens = obs.tokens if pending is None else pending + obs.tokens
         if obs.output:
-            self._outputs += 1
-            if self._first_output is None:
-                self._first_output = t
-            else:
-                k = self._pending_tokens or 1  # None or 0 -> one observation
-                gap = max(t - self._last_output, 0.0)
-                if self._on_gap is not None:
-                    if self._streaming:
-                        self._on_gap(gap, k)
-                else:
-                    self._itl.append((gap, k))
-            self._pending_tokens = None
-            self._last_output = t
+            self._output(t)
         if obs.prompt_tokens is not None:
             self._prompt = obs.prompt_tokens
         if obs.completion_tokens is not None:
@@ -193,6 +184,23 @@ class RequestMeter:
             obs.choice in self._finish_reasons or len(self._finish_reasons) < MAX_FINISH_REASONS
         ):
             self._finish_reasons[obs.choice] = obs.finish_reason
+
+    def _output(self, t: float) -> None:
+        """An output-bearing event: the first output, or one ITL gap of the tokens pending
+        (None or 0: one observation)."""
+        self._outputs += 1
+        if self._first_output is None:
+            self._first_output = t
+        else:
+            k = self._pending_tokens or 1
+            gap = max(t - self._last_output, 0.0)
+            if self._on_gap is not None:
+                if self._streaming:
+                    self._on_gap(gap, k)
+            else:
+                self._itl.append((gap, k))
+        self._pending_tokens = None
+        self._last_output = t
 
     def finish(self, t: float, *, status: int, outcome: Outcome) -> RequestRecord:
         """Close the request at ``t`` (last byte to the client); idempotent."""
