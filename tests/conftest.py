@@ -73,23 +73,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         _groups_file(config, worker).write_text(json.dumps(groups))
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: pytest -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`--dist loadgroup` with the groups above. xdist's own loadgroup tags node ids with
     the group, which pytest 9.2 no longer lets a plugin do (nodeid is derived from the
-    node's structured id): here the controller reads the groups the workers wrote."""
+    node's structured id): here the controller reads the groups the workers wrote, and
+    falls back on xdist's tags where a pytest still has them."""
     if config.getvalue("dist") != "loadgroup":
         return None
-    from xdist.scheduler import LoadScopeScheduling
+    from xdist.scheduler import LoadGroupScheduling
 
-    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+    class GroupScheduling(LoadGroupScheduling):  # type: ignore[misc]
         groups: dict[str, str] | None = None
 
         def _split_scope(self, nodeid: str) -> str:
             if self.groups is None:  # every worker has collected by now
                 written = sorted(_groups_file(config, "").parent.glob("xdist-groups-*.json"))
                 self.groups = json.loads(written[0].read_text()) if written else {}
-            return self.groups.get(nodeid, nodeid)
+            return self.groups.get(nodeid) or str(super()._split_scope(nodeid))
 
     return GroupScheduling(config, log)
 
