@@ -25,6 +25,9 @@ T = TypeVar("T")
 #: INFERMETER_WORKERS here to run a whole module against several workers).
 SIDECAR_ENV: dict[str, str] = {}
 INFERMETER = str(Path(sys.executable).with_name("infermeter"))
+#: How long a started process may take to answer: only bounds a hang, so generous (tests
+#: share the machine's cores with other xdist workers and their processes).
+READY_TIMEOUT = 30.0
 
 
 def free_port() -> int:
@@ -117,7 +120,7 @@ class Sidecar:
             except httpx.HTTPError:
                 return False
 
-        wait_for(ready, what="readyz")
+        wait_for(ready, READY_TIMEOUT, "readyz")
 
     def wait_metric(
         self,
@@ -220,7 +223,7 @@ def demo_upstream(tmp_path: Path, *args: str) -> Iterator[str]:
             return False
 
     try:
-        wait_for(healthy, what="demo upstream")
+        wait_for(healthy, READY_TIMEOUT, "demo upstream")
         yield url
     finally:
         terminate(proc)

