@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -120,6 +121,10 @@ def _signal_url(endpoint: str | None, signal: str) -> str | None:
     return None if endpoint is None else endpoint.rstrip("/") + "/v1/" + signal
 
 
+#: How long a stopping worker waits for the collector to take its last spans and metrics.
+SHUTDOWN_SECONDS = 2.0
+
+
 class Tracing:
     """The SDK objects, built once; `start()` is the only per-request entry."""
 
@@ -128,8 +133,12 @@ class Tracing:
         resource = Resource.create(
             {"service.name": os.environ.get("OTEL_SERVICE_NAME", "infermeter")}
         )
+        # shutdown_on_exit=False: `shutdown()` below bounds the flush; the SDK's own atexit
+        # hook would flush again, unbounded, after it gave up.
         self.provider = TracerProvider(
-            resource=resource, sampler=ParentBased(TraceIdRatioBased(config.sample_ratio))
+            resource=resource,
+            sampler=ParentBased(TraceIdRatioBased(config.sample_ratio)),
+            shutdown_on_exit=False,
         )
         self.provider.add_span_processor(
             BatchSpanProcessor(OTLPSpanExporter(endpoint=_signal_url(config.endpoint, "traces")))
@@ -145,7 +154,9 @@ class Tracing:
             reader = PeriodicExportingMetricReader(
                 OTLPMetricExporter(endpoint=_signal_url(config.endpoint, "metrics"))
             )
-            self.meter_provider = MeterProvider(resource=resource, metric_readers=[reader])
+            self.meter_provider = MeterProvider(
+                resource=resource, metric_readers=[reader], shutdown_on_exit=False
+            )
             self.metrics = GenAiMetrics(self.meter_provider)
 
     def start(self, headers: Iterable[tuple[bytes, bytes]], method: str, api: Api) -> RequestTrace:
@@ -173,7 +184,23 @@ class Tracing:
         )
         return RequestTrace(self, span, operation, api)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = SHUTDOWN_SECONDS) -> bool:
+        """Flush the last spans and metrics, for at most `timeout` seconds; False when the
+        collector did not take them in time. An unreachable collector makes the exporter
+        retry with backoff for up to its own 10 s, which must not hold a terminating pod
+        (nor the worker's last hand-over): what is left is dropped, with one warning."""
+        flush = threading.Thread(target=self._shutdown, name="infermeter-otel-flush", daemon=True)
+        flush.start()
+        flush.join(timeout)
+        if flush.is_alive():
+            logging.getLogger(__name__).warning(
+                "OTLP export unfinished at shutdown: the last spans are dropped",
+                extra={"timeout": timeout, "endpoint": self.config.endpoint or "from OTEL_*"},
+            )
+            return False
+        return True
+
+    def _shutdown(self) -> None:
         self.provider.shutdown()
         if self.meter_provider is not None:
             self.meter_provider.shutdown()

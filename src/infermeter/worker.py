@@ -229,13 +229,13 @@ class Worker:
         finally:
             for task in helpers:
                 task.cancel()
-            if self.tracing is not None:
-                self.tracing.shutdown()  # flushes the spans of the last requests
             self.snapshot()
             self._send(("bye", self.proxy.drain_aborted))
             transport.close()  # flushes what is buffered first
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(protocol.closed), 5)
+            if self.tracing is not None:  # after the hand-over: the figures go first
+                await asyncio.to_thread(self.tracing.shutdown)  # the last spans, bounded
         return 0
 
 

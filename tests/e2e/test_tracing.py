@@ -250,3 +250,18 @@ def test_otlp_metrics_use_genai_names(tmp_path: Path) -> None:
     assert types == {"input", "output"}
     assert all(attributes(p)["gen_ai.request.model"] == "traced" for p in usage)
     assert all(attributes(p)["gen_ai.provider.name"] == "openai" for p in usage)
+
+
+def test_unreachable_collector_does_not_hold_the_exit(tmp_path: Path) -> None:
+    """SIGTERM with spans the collector never takes: the worker hands its figures over
+    first, gives the exporter a bounded time, and the sidecar exits 0 (the SDK alone would
+    retry with backoff for seconds, and again at exit)."""
+    with demo_upstream(tmp_path) as upstream, run_sidecar(
+        tmp_path, "--no-gpu-metrics", "--otlp-endpoint", f"http://127.0.0.1:{free_port()}",
+        upstream=upstream, env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},  # held until shutdown
+    ) as sidecar:  # fmt: skip
+        assert httpx.post(sidecar.proxy_url + CHAT, json=BODY).status_code == 200
+        assert sidecar.stop() == 0
+        log = sidecar.log()
+    assert "OTLP export unfinished at shutdown" in log
+    assert log.count("OTLP export unfinished at shutdown") == 1  # no second, unbounded flush
