@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLS := .tools
 PREVIEW_SECONDS ?= 30
 
-.PHONY: test lint unit system-deps tools demo bench soak golden generate generate-check \
+.PHONY: test lint unit coverage system-deps tools demo bench soak golden generate generate-check \
 	rules chart dashboards dashboards-preview docs clean
 
 test: system-deps $(STAMP) tools lint unit ## every test, on a fresh Debian machine as root
@@ -34,6 +34,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
+	$(PY) -m pytest
+
+# Coverage of every process the tests start (supervisor, workers, upstreams): slower than
+# `make unit` (the tracer runs in every child) and not part of `make test`, whose timing-
+# sensitive tests should not run under a tracer.
+coverage: system-deps $(STAMP) tools
 	$(PY) -m pytest --cov --cov-report=term:skip-covered
 
 demo: system-deps $(STAMP) ## the sidecar on 2 simulated GPUs (fake NVML), until Ctrl-C
