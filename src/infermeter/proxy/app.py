@@ -405,22 +405,20 @@ class ProxyApp:
         capture = (
             exchange.trace if exchange.trace is not None and exchange.trace.capturing else None
         )
+        measure = _Measure(self, meter, parser, capture, series, exchange.attrs)
         cycle = relay_cycle(send)
         try:
-            if cycle is not None and cycle.chunked_encoding and not cycle.disconnected:
-                relay = _Relay(self, cycle, response, meter, parser, capture, series, exchange)
-                try:
-                    response.relay(relay)
+            try:
+                if cycle is not None and cycle.chunked_encoding and not cycle.disconnected:
+                    response.relay(_Relay(cycle, response, measure))
                     while not await response.relayed():  # False: the client is behind
                         await cycle.flow.drain()
                         response.resume()
-                finally:
-                    response.unrelay()
-                    meter, parser = relay.meter, relay.parser
-            else:
-                meter, parser = await self._pump(
-                    response, send, meter, parser, capture, series, exchange
-                )
+                else:
+                    await _pump(response, send, measure)
+            finally:
+                response.unrelay()
+                meter, parser = measure.meter, measure.parser  # what is left to measure
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Disconnected:
             outcome = Outcome.UPSTREAM_RESET
@@ -444,39 +442,6 @@ class ProxyApp:
                 extra={"outcome": outcome.value, "api": exchange.api, "status": status},
             )
             raise ClientStreamAborted(outcome.value)
-
-    async def _pump(
-        self,
-        response: Response,
-        send: Send,
-        meter: RequestMeter | None,
-        parser: StreamParser | None,
-        capture: RequestTrace | None,
-        series: Series,
-        exchange: _Exchange,
-    ) -> tuple[RequestMeter | None, StreamParser | None]:
-        """The body as ASGI messages, one per chunk read (a response that is not chunked,
-        or a server other than uvicorn's httptools one); returns what is left to measure."""
-        first = True
-        read = response.read
-        while chunk := await read():
-            now = time.perf_counter()
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if capture is not None:
-                capture.response_bytes(chunk)
-            if meter is None:
-                continue
-            try:
-                if first:
-                    meter.first_byte(now)
-                    first = False
-                if parser is not None:
-                    for observation in parser.feed(chunk):
-                        meter.observe(observation, now)
-            except Exception as error:  # noqa: BLE001
-                self._measuring_failed(series, error, exchange.attrs)
-                meter = parser = None
-        return meter, parser
 
     def _record(
         self,
@@ -553,63 +518,32 @@ class ProxyApp:
         self._recorder.error(series, ErrorType.PROXY_INTERNAL, attrs)
 
 
-class _Relay:
-    """The sink of a relayed response: called by the upstream connection with each body
-    chunk as it is parsed, it writes the chunk to the client (chunked framing), then feeds
-    the stream parser and the meter; no ASGI message, no task wake-up. When the client's
-    transport asks to pause writing, the upstream stops being read (`Response.hold`) until
-    the request task has seen the client drain. It never raises (it runs inside the
-    upstream protocol's data_received)."""
+class _Measure:
+    """What the proxy measures of a response body, chunk by chunk, whichever way the chunk
+    went to the client: the trace's content capture, the first byte, the stream parser and
+    the meter. It never raises (it may run inside the upstream protocol's data_received): a
+    failure is counted once and measuring stops for this request."""
 
-    __slots__ = (
-        "app",
-        "attrs",
-        "capture",
-        "closing",
-        "cycle",
-        "first",
-        "flow",
-        "meter",
-        "parser",
-        "response",
-        "series",
-        "write",
-    )
+    __slots__ = ("app", "attrs", "capture", "first", "meter", "parser", "series")
 
     def __init__(
         self,
         app: ProxyApp,
-        cycle: RequestResponseCycle,
-        response: Response,
         meter: RequestMeter | None,
         parser: StreamParser | None,
         capture: RequestTrace | None,
         series: Series,
-        exchange: _Exchange,
+        attrs: Attrs,
     ) -> None:
         self.app = app
-        self.cycle = cycle
-        self.flow = cycle.flow
-        self.write = cycle.transport.write
-        self.closing = cycle.transport.is_closing
-        self.response = response
         self.meter = meter
         self.parser = parser
         self.capture = capture
         self.series = series
-        self.attrs = exchange.attrs
+        self.attrs = attrs
         self.first = True
 
-    def __call__(self, chunk: bytes) -> None:
-        now = time.perf_counter()
-        if not chunk:
-            return  # an empty chunk would end the chunked response
-        # Closed but not yet told (uvicorn answered 400 to pipelined garbage, say): a write
-        # would raise inside the upstream's data_received.
-        if not self.cycle.disconnected and not self.closing():
-            self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-            if self.flow.write_paused:
-                self.response.hold()
+    def __call__(self, chunk: bytes, now: float) -> None:
         meter = self.meter
         try:
             if self.capture is not None:
@@ -626,6 +560,47 @@ class _Relay:
         except Exception as error:  # noqa: BLE001 - measuring must never fail the request
             self.app._measuring_failed(self.series, error, self.attrs)
             self.meter = self.parser = None
+
+
+class _Relay:
+    """The sink of a relayed response: called by the upstream connection with each body
+    chunk as it is parsed, it writes the chunk to the client (chunked framing), then
+    measures it; no ASGI message, no task wake-up. When the client's transport asks to
+    pause writing, the upstream stops being read (`Response.hold`) until the request task
+    has seen the client drain. It never raises (it runs inside the upstream protocol's
+    data_received)."""
+
+    __slots__ = ("closing", "cycle", "flow", "measure", "response", "write")
+
+    def __init__(self, cycle: RequestResponseCycle, response: Response, measure: _Measure) -> None:
+        self.cycle = cycle
+        self.flow = cycle.flow
+        self.write = cycle.transport.write
+        self.closing = cycle.transport.is_closing
+        self.response = response
+        self.measure = measure
+
+    def __call__(self, chunk: bytes) -> None:
+        now = time.perf_counter()
+        if not chunk:
+            return  # an empty chunk would end the chunked response
+        # Closed but not yet told (uvicorn answered 400 to pipelined garbage, say): a write
+        # would raise inside the upstream's data_received.
+        if not self.cycle.disconnected and not self.closing():
+            self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            if self.flow.write_paused:
+                self.response.hold()
+        self.measure(chunk, now)
+
+
+async def _pump(response: Response, send: Send, measure: _Measure) -> None:
+    """The body as ASGI messages, one per chunk read (a response that is not chunked, or a
+    server other than uvicorn's httptools one)."""
+    read = response.read
+    while chunk := await read():
+        now = time.perf_counter()
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        measure(chunk, now)
 
 
 async def _next_chunk(receive: Receive, exchange: _Exchange) -> tuple[bytes, bool]:

@@ -126,6 +126,10 @@ class SSEDecoder:
         fast = self.whole_data(chunk)
         if fast is not None:
             return [SSEEvent("message", data) for data in fast]
+        return self.feed_lines(chunk)
+
+    def feed_lines(self, chunk: bytes) -> list[SSEEvent | SSEComment]:
+        """`feed` without trying `whole_data` first (for a caller that just did)."""
         head = self._head
         if head is not None:
             head += chunk

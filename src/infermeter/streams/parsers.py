@@ -98,7 +98,7 @@ class SSEParser(_FramedParser):
         return self._sse.whole_data(data)
 
     def _frames(self, data: bytes, *, final: bool) -> list[tuple[str, bytes]]:
-        items = self._sse.feed(data) if data else []
+        items = self._sse.feed_lines(data) if data else []  # after _whole, or at close
         if final:
             items += self._sse.close()
         return [(ev.event, ev.data) for ev in items if isinstance(ev, SSEEvent)]
