@@ -12,8 +12,8 @@ Process-global state, and how it is kept apart:
 - logs: one handler on the root logger per sidecar, in the sidecar's format, into its own
   file; it takes the lines logged on the sidecar's own threads (supervisor and workers),
   and `infermeter.*` lines from helper threads (render, engine fetch) of any sidecar
-  running at the time. The `infermeter` and `uvicorn` loggers get the sidecar's level
-  while one runs, and their old level back after;
+  running at the time. The root logger gets the sidecar's level (the lowest of those
+  running) while one runs, and its old level back after;
 - no tracing (OpenTelemetry's providers are global), no NVML (`--no-gpu-metrics` only),
   no environment but `INFERMETER_*` settings (read from a dict, never from os.environ);
 - signal handlers and `gc.freeze()` stay the test process's (`Worker.run(stop=...)`);
@@ -167,7 +167,7 @@ class _SidecarLog(logging.Filter):
 
 _OWNED: set[int] = set()  # threads of every in-process sidecar running
 _LEVELS: list[tuple[logging.Handler, int]] = []
-_LOGGERS = ("infermeter", "uvicorn")
+_LOGGERS = ("",)  # the root: as `logs.configure` sets it in a process
 _saved_levels: dict[str, int] = {}
 _logs_lock = threading.Lock()
 
