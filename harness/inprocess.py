@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from harness.sidecar import SIDECAR_ENV, SidecarClient, free_port
+from harness.sidecar import SIDECAR_ENV, SidecarClient, free_port, serving
 from infermeter import __version__, app, logs
 from infermeter.channel import read_settings
 from infermeter.cli import build_parser
@@ -64,14 +64,15 @@ class ThreadWorker:
 
     def __init__(
         self,
+        register: Callable[[], None],
         index: int,
         of: int,
         listen: socket.socket,
         channel: socket.socket,
         tables: Sequence[int],
-        register: Callable[[], None],
     ) -> None:
-        """`register`: called first thing on the worker's thread (its log lines)."""
+        """`register`: called first thing on the worker's thread (its log lines); the rest
+        are `SpawnWorker`'s arguments."""
         self.pid = os.getpid()
         self._register = register
         self.returncode: int | None = None
@@ -274,15 +275,9 @@ class InProcessSidecar(SidecarClient):
                 table.close()
             sidecar.metrics_server.render_thread.close(wait=True)
 
-    async def _spawn(
-        self,
-        index: int,
-        of: int,
-        listen: socket.socket,
-        channel: socket.socket,
-        tables: Sequence[int],
-    ) -> WorkerProcess:
-        worker = ThreadWorker(index, of, listen, channel, tables, self._own_thread)
+    async def _spawn(self, *where: Any) -> WorkerProcess:
+        """The pool's `SpawnWorker` (`where`: its arguments): a thread, not a process."""
+        worker = ThreadWorker(self._own_thread, *where)
         self.workers.append(worker)
         return worker
 
@@ -336,9 +331,5 @@ def run_inprocess(
     settings = parse_serve(["--metrics-listen", f"127.0.0.1:{port}", *args], environ)
     sidecar = InProcessSidecar(settings, port, tmp_path / f"sidecar-{port}.log", proxy_port)
     sidecar.start()
-    try:
-        if ready:
-            sidecar.wait_ready()
+    with serving(sidecar, ready):
         yield sidecar
-    finally:
-        sidecar.stop()

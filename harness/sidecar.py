@@ -210,10 +210,17 @@ def run_sidecar(
             preexec_fn=None if open_files is None else partial(_limit_files, open_files),
         )
     sidecar = Sidecar(proc, port, log, proxy_port)
+    with serving(sidecar, ready):
+        yield sidecar
+
+
+@contextmanager
+def serving(sidecar: SidecarClient, ready: bool) -> Iterator[None]:
+    """A started sidecar, ready if asked, stopped at the end of the block whatever happens."""
     try:
         if ready:
             sidecar.wait_ready()
-        yield sidecar
+        yield
     finally:
         sidecar.stop()
 
