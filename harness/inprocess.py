@@ -167,32 +167,34 @@ class _SidecarLog(logging.Filter):
 
 
 _OWNED: set[int] = set()  # threads of every in-process sidecar running
-_LEVELS: list[tuple[logging.Handler, int]] = []
-_LOGGERS = ("",)  # the root: as `logs.configure` sets it in a process
-_saved_levels: dict[str, int] = {}
+_running: list[tuple[logging.Handler, int]] = []  # each sidecar's handler and level
+_root_level: list[int] = []  # the root logger's level before the first of them
 _logs_lock = threading.Lock()
+
+
+def _set_root_level() -> None:
+    """The lowest level of the sidecars running (a process's root logger has its own),
+    or the level from before."""
+    root = logging.getLogger()
+    if _running:
+        _root_level[:] = _root_level or [root.level]
+        root.setLevel(min(level for _, level in _running))
+    elif _root_level:
+        root.setLevel(_root_level.pop())
 
 
 def _attach(handler: logging.Handler, level: int) -> None:
     with _logs_lock:
-        if not _LEVELS:
-            _saved_levels.update({name: logging.getLogger(name).level for name in _LOGGERS})
-        _LEVELS.append((handler, level))
-        lowest = min(level for _, level in _LEVELS)
-        for name in _LOGGERS:
-            logging.getLogger(name).setLevel(lowest)
+        _running.append((handler, level))
+        _set_root_level()
         logging.getLogger().addHandler(handler)
 
 
 def _detach(handler: logging.Handler) -> None:
     with _logs_lock:
         logging.getLogger().removeHandler(handler)
-        _LEVELS[:] = [(h, level) for h, level in _LEVELS if h is not handler]
-        for name in _LOGGERS:
-            if _LEVELS:
-                logging.getLogger(name).setLevel(min(level for _, level in _LEVELS))
-            else:
-                logging.getLogger(name).setLevel(_saved_levels.pop(name, logging.NOTSET))
+        _running[:] = [(h, level) for h, level in _running if h is not handler]
+        _set_root_level()
         # every worker adds one (equivalent) filter to this global logger: keep one
         uvicorn_error = logging.getLogger("uvicorn.error")
         hiding = [f for f in uvicorn_error.filters if isinstance(f, HideAbortedStreams)]

@@ -5,6 +5,7 @@ stop the test process must have the threads and open files it had before."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(TOKEN))]))
         counts: tuple[int, int] | None = None
+        root_level = logging.getLogger().level
         for run, workers in enumerate(["1", "2", "1", "2", "1"]):
             with run_inprocess(
                 tmp_path, "--no-gpu-metrics", "--workers", workers, upstream=upstream.url
@@ -57,6 +59,7 @@ def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None
             counts = counts or (threading.active_count(), open_fds())
             assert threading.active_count() == counts[0], (run, threading.enumerate())
             assert open_fds() == counts[1], run
+            assert logging.getLogger().level == root_level  # set while it ran, then restored
 
 
 def test_two_at_once_write_their_own_logs(tmp_path: Path) -> None:
