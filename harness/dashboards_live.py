@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,15 @@ import httpx
 import yaml
 
 from harness.fake_nvml import profiles
-from harness.sidecar import Sidecar, demo_upstream, free_port, run_sidecar, terminate, wait_for
+from harness.sidecar import (
+    Sidecar,
+    SidecarClient,
+    demo_upstream,
+    free_port,
+    run_sidecar,
+    terminate,
+    wait_for,
+)
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
 
 NAMESPACE = "inference"
@@ -80,7 +88,7 @@ class Live:
     started: float = field(default_factory=time.time)
 
 
-def _prometheus_config(sidecars: dict[str, Sidecar]) -> dict[str, Any]:
+def _prometheus_config(sidecars: Mapping[str, SidecarClient]) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["recording-rules.yaml", "alert-rules.yaml", "budget-rules.yaml"],
@@ -100,7 +108,8 @@ def _prometheus_config(sidecars: dict[str, Sidecar]) -> dict[str, Any]:
 
 
 @contextmanager
-def run_prometheus(workdir: Path, sidecars: dict[str, Sidecar]) -> Iterator[str]:
+def run_prometheus(workdir: Path, sidecars: Mapping[str, SidecarClient]) -> Iterator[str]:
+    """A real Prometheus scraping `sidecars` (processes or in-process), with our rules."""
     binary = shutil.which("prometheus")
     assert binary, "Debian package prometheus (make test installs it)"
     (workdir / "recording-rules.yaml").write_text(recording_rules(RULES))

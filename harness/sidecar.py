@@ -64,15 +64,22 @@ def value(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-class Sidecar:
-    def __init__(
-        self, proc: subprocess.Popen[bytes], port: int, log: Path, proxy_port: int | None
-    ) -> None:
-        self.proc = proc
+class SidecarClient:
+    """What a test asks of a running sidecar, a process (`Sidecar`) or on threads of the
+    test process (`harness.inprocess.InProcessSidecar`)."""
+
+    def __init__(self, port: int, log: Path, proxy_port: int | None) -> None:
         self.port = port
         self.log_path = log
         self.url = f"http://127.0.0.1:{port}"
         self.proxy_url = f"http://127.0.0.1:{proxy_port}" if proxy_port else ""
+
+    def exit_code(self) -> int | None:
+        """None while the sidecar runs."""
+        raise NotImplementedError
+
+    def stop(self) -> int:
+        raise NotImplementedError
 
     def get(self, path: str, **headers: str) -> httpx.Response:
         return httpx.get(self.url + path, headers=headers, timeout=5)
@@ -113,8 +120,9 @@ class Sidecar:
 
     def wait_ready(self) -> None:
         def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sidecar exited {self.proc.returncode}:\n{self.log()}")
+            code = self.exit_code()
+            if code is not None:
+                raise AssertionError(f"sidecar exited {code}:\n{self.log()}")
             try:
                 return self.get("/readyz").status_code == 200
             except httpx.HTTPError:
@@ -141,6 +149,19 @@ class Sidecar:
         wait_for(check, timeout, f"{name}{labels} == {expected}")
         # and every worker's other figures too, handed over since (the test asserts on them)
         return self.metrics(*((name, *only) if only else ()))
+
+
+class Sidecar(SidecarClient):
+    """The real `infermeter serve` process."""
+
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, log: Path, proxy_port: int | None
+    ) -> None:
+        super().__init__(port, log, proxy_port)
+        self.proc = proc
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll()
 
     def stop(self) -> int:
         return terminate(self.proc)
@@ -189,10 +210,17 @@ def run_sidecar(
             preexec_fn=None if open_files is None else partial(_limit_files, open_files),
         )
     sidecar = Sidecar(proc, port, log, proxy_port)
+    with serving(sidecar, ready):
+        yield sidecar
+
+
+@contextmanager
+def serving(sidecar: SidecarClient, ready: bool) -> Iterator[None]:
+    """A started sidecar, ready if asked, stopped at the end of the block whatever happens."""
     try:
         if ready:
             sidecar.wait_ready()
-        yield sidecar
+        yield
     finally:
         sidecar.stop()
 

@@ -48,7 +48,7 @@ from infermeter.proxy.recorder import allow_list, label_model
 from infermeter.render import Renderer, exposition
 from infermeter.runtime import FD_LIMIT_CAP, loop_factory, raise_fd_limit
 from infermeter.settings import DEFAULT_POD_RESOURCES_SOCKET, Settings
-from infermeter.supervisor import WorkerPool
+from infermeter.supervisor import SpawnWorker, WorkerPool, spawn_process
 
 __all__ = ["FD_LIMIT_CAP", "Sidecar", "raise_fd_limit", "run"]
 log = logging.getLogger(__name__)
@@ -70,8 +70,11 @@ class _PoolMetrics(Collector):
 class Sidecar:
     """Everything `infermeter serve` runs (in the supervisor process)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, spawn: SpawnWorker = spawn_process) -> None:
+        """`spawn`: how proxy workers start (processes, but threads in the tests' in-process
+        sidecar)."""
         self.settings = settings
+        self.spawn = spawn
         disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: noise
         self.registry = CollectorRegistry(auto_describe=False)
         # The sidecar's own CPU, memory and fds are infermeter_process_*{process="sidecar"}:
@@ -174,7 +177,13 @@ class Sidecar:
                     for _ in self.settings.attribute
                 ]
                 self.pool = WorkerPool(
-                    self.settings, self.workers, listen, self.slots, self.merger, attribute_slots
+                    self.settings,
+                    self.workers,
+                    listen,
+                    self.slots,
+                    self.merger,
+                    attribute_slots,
+                    self.spawn,
                 )
                 self.tail = CollectorRegistry(auto_describe=False)
                 self.tail.register(_PoolMetrics(self.pool))

@@ -77,8 +77,9 @@ class RenderThread:
     async def run(self, render: Callable[[], bytes]) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(self._pool, render)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, wait: bool = False) -> None:
+        """`wait`: until the thread has ended (a process exiting need not; a test does)."""
+        self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def _noop() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Literal
+from typing import Literal, TextIO
 
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
@@ -60,8 +60,9 @@ class PlainFormatter(logging.Formatter):
         return " ".join(parts)
 
 
-def configure(fmt: Literal["plain", "json"], level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def make_handler(fmt: Literal["plain", "json"], stream: TextIO) -> logging.Handler:
+    """The sidecar's log lines on `stream` (the tests' in-process sidecar writes a file)."""
+    handler = logging.StreamHandler(stream)
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
@@ -74,6 +75,11 @@ def configure(fmt: Literal["plain", "json"], level: str) -> None:
     else:
         handler.setFormatter(PlainFormatter())
     handler.addFilter(ClipValues())
+    return handler
+
+
+def configure(fmt: Literal["plain", "json"], level: str) -> None:
+    handler = make_handler(fmt, sys.stderr)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -101,7 +101,8 @@ class ProcessCollector:
         """The proxy workers (pids from the supervisor: no scan of /proc per scrape)."""
         if self._children is None:
             return []
-        pids = self._children()
+        # a worker on a thread of this process (the tests' in-process sidecar) is counted
+        pids = [pid for pid in self._children() if pid != self._self.pid]
         for pid in set(self._workers) - set(pids):
             del self._workers[pid]
         for pid in pids:

@@ -15,9 +15,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
@@ -40,12 +40,47 @@ EXIT_GRACE = 10.0
 CLOSE_WAIT = 2.0
 
 
+class WorkerProcess(Protocol):
+    """What the pool needs of a running worker: `asyncio.subprocess.Process`, or a stand-in
+    (the tests' in-process sidecar runs workers on threads)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    async def wait(self) -> int: ...
+    def send_signal(self, signal: int, /) -> None: ...
+    def kill(self) -> None: ...
+
+
+#: Starts worker `index` of `of` on the listening socket, its end of the channel and the
+#: shared tables (their descriptors); the caller closes its copy of the channel end after.
+SpawnWorker = Callable[
+    [int, int, socket.socket, socket.socket, Sequence[int]], Awaitable[WorkerProcess]
+]
+
+
+async def spawn_process(
+    index: int, of: int, listen: socket.socket, channel: socket.socket, tables: Sequence[int]
+) -> WorkerProcess:
+    """The worker as a child process (`python -m infermeter.worker`) inheriting the sockets."""
+    fds = (listen.fileno(), channel.fileno(), *tables)
+    command = [
+        sys.executable, "-m", "infermeter.worker", "--index", str(index), "--of", str(of),
+        "--listen-fd", str(fds[0]), "--channel-fd", str(fds[1]),
+        "--slots-fd", ",".join(str(fd) for fd in tables),
+    ]  # fmt: skip
+    # Its own session: a terminal's Ctrl-C reaches the supervisor only, which then stops
+    # the workers in order (a worker draining on its own would look like a crash).
+    return await asyncio.create_subprocess_exec(*command, pass_fds=fds, start_new_session=True)
+
+
 @dataclass
 class Slot:
     """One worker position; successive processes in it are successive merger sources."""
 
     index: int
-    proc: asyncio.subprocess.Process | None = None
+    proc: WorkerProcess | None = None
     source: int = -1
     ready: bool = False
     last_heard: float = 0.0
@@ -87,8 +122,11 @@ class WorkerPool:
         slots: ModelSlots,
         merger: Merger,
         attribute_slots: list[ModelSlots] | None = None,
+        spawn: SpawnWorker = spawn_process,
     ) -> None:
+        """`spawn`: how a worker starts (a process but in the tests' in-process sidecar)."""
         self.settings = settings
+        self.spawn = spawn
         self.listen = listen
         self.model_slots = slots
         self.attribute_slots = attribute_slots or []
@@ -134,20 +172,11 @@ class WorkerPool:
             return False
         return any(slot.ready for slot in self.slots)
 
-    async def _spawn(self, slot: Slot) -> asyncio.subprocess.Process:
+    async def _spawn(self, slot: Slot) -> WorkerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         tables = [self.model_slots.fd, *(shared.fd for shared in self.attribute_slots)]
-        fds = (self.listen.fileno(), theirs.fileno(), *tables)
-        command = [
-            sys.executable, "-m", "infermeter.worker", "--index", str(slot.index),
-            "--of", str(len(self.slots)),
-            "--listen-fd", str(fds[0]), "--channel-fd", str(fds[1]),
-            "--slots-fd", ",".join(str(fd) for fd in tables),
-        ]  # fmt: skip
-        # Its own session: a terminal's Ctrl-C reaches the supervisor only, which then stops
-        # the workers in order (a worker draining on its own would look like a crash).
-        proc = slot.proc = await asyncio.create_subprocess_exec(
-            *command, pass_fds=fds, start_new_session=True
+        proc = slot.proc = await self.spawn(
+            slot.index, len(self.slots), self.listen, theirs, tables
         )
         theirs.close()
         ours.sendall(settings_frame(WorkerConfig.from_settings(self.settings)))

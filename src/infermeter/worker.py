@@ -183,21 +183,28 @@ class Worker:
             except Exception:  # a bug here must not end the hand-overs for good
                 log.exception("snapshot failed", extra={"worker": self.index})
 
-    async def _announce_ready(self) -> None:
+    async def _announce_ready(self, own_process: bool) -> None:
         while not self.server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
             await asyncio.sleep(0.01)
-        # Everything made so far (modules, settings, the app) lives as long as the process:
-        # out of the collector's sight, a full collection walks only what requests made.
-        gc.collect()
-        gc.freeze()
+        if own_process:
+            # Everything made so far (modules, settings, the app) lives as long as the
+            # process: out of the collector's sight, a full collection walks only what
+            # requests made.
+            gc.collect()
+            gc.freeze()
         self.snapshot()
         self._send(("ready",))
 
-    async def run(self, channel: socket.socket) -> int:
+    async def run(self, channel: socket.socket, stop: asyncio.Event | None = None) -> int:
+        """`stop`: None in a worker process (SIGTERM and SIGINT drain it); given, the worker
+        runs on a thread of another process (the tests' in-process sidecar), whose signal
+        handlers and garbage collector are not the worker's to take."""
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        own_process = stop is None
+        if stop is None:
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
         transport, protocol = await loop.create_connection(lambda: _Channel(stop), sock=channel)
         self._transport = transport
         self._send(("hello", os.getpid()))
@@ -205,7 +212,7 @@ class Worker:
         helpers = [
             asyncio.create_task(watch_lag(self.lag, self.tasks)),
             asyncio.create_task(self._snapshots()),
-            asyncio.create_task(self._announce_ready()),
+            asyncio.create_task(self._announce_ready(own_process)),
         ]
         try:
             await asyncio.wait(
@@ -239,6 +246,16 @@ class Worker:
         return 0
 
 
+def make_worker(
+    settings: WorkerConfig, index: int, of: int, listen: socket.socket, tables: Sequence[int]
+) -> Worker:
+    """Worker `index` of `of` over the shared tables' descriptors: the model slots, then
+    one table per `--attribute`."""
+    slots = ModelSlots(tables[0], settings.max_models, fixed=bool(settings.models))
+    attribute_slots = [ModelSlots(fd, settings.max_attribute_values) for fd in tables[1:]]
+    return Worker(settings, index, listen, slots, attribute_slots, of)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infermeter-worker")
     parser.add_argument("--index", type=int, required=True)
@@ -259,9 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise_fd_limit()
     listen = socket.socket(fileno=args.listen_fd)
     fds = [int(fd) for fd in args.slots_fd.split(",")]
-    slots = ModelSlots(fds[0], settings.max_models, fixed=bool(settings.models))
-    attribute_slots = [ModelSlots(fd, settings.max_attribute_values) for fd in fds[1:]]
-    worker = Worker(settings, args.index, listen, slots, attribute_slots, args.of)
+    worker = make_worker(settings, args.index, args.of, listen, fds)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(worker.run(channel))
 

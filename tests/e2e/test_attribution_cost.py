@@ -12,8 +12,9 @@ import pytest
 
 from generate.dashboards.query import Prometheus
 from harness.dashboards_live import run_prometheus
+from harness.inprocess import run_inprocess
 from harness.loadgen import Sample, one_stream
-from harness.sidecar import Sidecar, demo_upstream, run_sidecar, samples, value, wait_for
+from harness.sidecar import SidecarClient, demo_upstream, samples, value, wait_for
 from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -52,7 +53,7 @@ def test_two_teams_pay_exactly_tokens_times_price(tmp_path: Path) -> None:
         )
         # no usage report: priced from the counted events, in the estimated counter
         upstream.script("/est" + chat, Script([(0, sse(ROLE, TOKEN, TOKEN, "[DONE]"))]))
-        with run_sidecar(
+        with run_inprocess(
             tmp_path,
             "--no-gpu-metrics",
             "--attribute", "team=X-Team",
@@ -109,7 +110,7 @@ def test_two_teams_pay_exactly_tokens_times_price(tmp_path: Path) -> None:
     assert "team-b" not in log
 
 
-def spend_in_prometheus(tmp_path: Path, sidecar: Sidecar) -> dict[str, float]:
+def spend_in_prometheus(tmp_path: Path, sidecar: SidecarClient) -> dict[str, float]:
     """Each team's spend as a real Prometheus scrapes it, once the recording rules ran."""
     with run_prometheus(tmp_path, {"pod-0": sidecar}) as url:
         prometheus = Prometheus(url)
@@ -131,7 +132,7 @@ def spend_in_prometheus(tmp_path: Path, sidecar: Sidecar) -> dict[str, float]:
 def test_headers_are_forwarded_unless_stripped(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script("/v1/chat/completions", Script([(0, sse(TOKEN, "[DONE]"))]))
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--attribute", "team=X-Team", upstream=upstream.url
         ) as sidecar:
             httpx.post(
@@ -159,7 +160,7 @@ def test_ten_thousand_header_values_stay_bounded(tmp_path: Path) -> None:
     total, connections = 10_000, 50
     with (
         demo_upstream(tmp_path) as upstream_url,
-        run_sidecar(
+        run_inprocess(
             tmp_path,
             "--no-gpu-metrics",
             "--attribute", "team=X-Team",

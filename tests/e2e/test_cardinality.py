@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.inprocess import run_inprocess
 from harness.loadgen import run_load
-from harness.sidecar import demo_upstream, run_sidecar, samples
+from harness.sidecar import demo_upstream, samples
 from infermeter.proxy.recorder import Recorder
 from infermeter.streams.timing import SLO
 
@@ -35,7 +36,7 @@ def test_distinct_models_through_the_sidecar(tmp_path: Path) -> None:
 
     with (
         demo_upstream(tmp_path) as upstream,
-        run_sidecar(
+        run_inprocess(
             tmp_path, "--no-gpu-metrics", "--max-models", "16", upstream=upstream
         ) as sidecar,
     ):

@@ -1,4 +1,7 @@
-"""The rest of the fault matrix: each fault, what the client sees, what is counted."""
+"""The rest of the fault matrix: each fault, what the client sees, what is counted.
+
+The sidecar runs in-process (harness/inprocess.py), but for the GPU test: a process, as
+NVML (the fake library, its state file) is process-wide."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import httpx
 import pytest
 
 from harness.fake_nvml import profiles
+from harness.inprocess import run_inprocess
 from harness.sidecar import demo_upstream, read_until_cut, run_sidecar, value
 from harness.upstream import Script, scripted_upstream, sse
 
@@ -25,7 +29,7 @@ TOKEN = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
 def test_headers_then_stall_cuts_the_stream_at_the_read_timeout(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(TOKEN))], end="stall"))
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--upstream-read-timeout", "0.5", upstream=upstream.url
         ) as sidecar:
             received, error = read_until_cut(sidecar.proxy_url + CHAT, BODY)
@@ -85,7 +89,7 @@ def test_chunked_response_with_trailers(tmp_path: Path) -> None:
     )
     with (
         raw_upstream(response) as url,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=url) as sidecar,
+        run_inprocess(tmp_path, "--no-gpu-metrics", upstream=url) as sidecar,
     ):
         proxied = httpx.post(sidecar.proxy_url + CHAT, json=BODY)
         text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
@@ -104,7 +108,7 @@ def test_huge_response_headers_pass(tmp_path: Path) -> None:
                 headers={"content-type": "text/event-stream", "x-big": big},
             ),
         )
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             response = httpx.post(sidecar.proxy_url + CHAT, json=BODY)
     assert response.status_code == 200
     assert response.headers["x-big"] == big
@@ -114,7 +118,7 @@ def test_expect_100_continue(tmp_path: Path) -> None:
     body = b'{"model": "m", "stream": true}'
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(TOKEN, "[DONE]"))]))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             port = int(sidecar.proxy_url.rsplit(":", 1)[1])
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
                 raw.sendall(
@@ -134,7 +138,7 @@ def test_expect_100_continue(tmp_path: Path) -> None:
 def test_malformed_http_gets_400_and_the_proxy_keeps_serving(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(TOKEN, "[DONE]"))]))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             port = int(sidecar.proxy_url.rsplit(":", 1)[1])
             with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
                 raw.sendall(b"GARBAGE \x00\x01 NOT HTTP\r\n\r\n")
@@ -154,7 +158,7 @@ def test_fifty_megabyte_upload_streams_through(tmp_path: Path) -> None:
                 headers={"content-type": "application/json"},
             ),
         )
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             response = httpx.post(
                 sidecar.proxy_url + "/v1/completions", content=payload, timeout=60,
                 headers={"content-type": "application/json"},

@@ -1,5 +1,9 @@
 """Scrape security: basic or bearer auth and TLS on the metrics port; probes stay open;
-secrets and credentials never reach the logs."""
+secrets and credentials never reach the logs.
+
+The sidecar runs in-process (harness/inprocess.py), but in test_tls (TLS on a real
+`infermeter serve` start-up) and test_bad_security_settings_exit_2 (the command's exit
+code and stderr): processes."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.sidecar import INFERMETER, demo_upstream, free_port, run_sidecar, wait_for
+from harness.inprocess import run_inprocess
+from harness.sidecar import INFERMETER, demo_upstream, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +28,7 @@ def secret(tmp_path: Path, name: str, value: str) -> Path:
 
 def test_basic_auth(tmp_path: Path) -> None:
     password = secret(tmp_path, "password", "s3cret-pw")
-    with run_sidecar(
+    with run_inprocess(
         tmp_path, "--no-gpu-metrics", "--metrics-basic-auth-username", "prom",
         "--metrics-basic-auth-password-file", str(password), ready=False,
     ) as sidecar:  # fmt: skip
@@ -42,7 +47,7 @@ def test_basic_auth(tmp_path: Path) -> None:
 
 def test_bearer_token(tmp_path: Path) -> None:
     token = secret(tmp_path, "token", "tok-123")
-    with run_sidecar(
+    with run_inprocess(
         tmp_path, "--no-gpu-metrics", "--metrics-bearer-token-file", str(token)
     ) as sidecar:
         assert httpx.get(sidecar.url + "/metrics").status_code == 401
@@ -110,7 +115,7 @@ def test_credentials_and_prompts_never_reach_the_logs(tmp_path: Path) -> None:
     prompt = "canary-prompt-0004"
     with (
         demo_upstream(tmp_path) as upstream,
-        run_sidecar(
+        run_inprocess(
             tmp_path, "--no-gpu-metrics", "--log-level", "debug", upstream=upstream
         ) as sidecar,
     ):

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from harness.sidecar import Sidecar, demo_upstream, run_sidecar, value
+from harness.inprocess import run_inprocess
+from harness.sidecar import SidecarClient, demo_upstream, value
 
 pytestmark = pytest.mark.e2e
 FAST = {"x-demo-ttft": "0.01", "x-demo-itl": "0.002"}
@@ -15,11 +16,11 @@ MESSAGES = [{"role": "user", "content": "canary-prompt-7f3a"}]
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[openai.OpenAI, Sidecar]]:
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[openai.OpenAI, SidecarClient]]:
     tmp = tmp_path_factory.mktemp("openai")
     with (
         demo_upstream(tmp) as upstream,
-        run_sidecar(tmp, "--no-gpu-metrics", upstream=upstream) as sidecar,
+        run_inprocess(tmp, "--no-gpu-metrics", upstream=upstream) as sidecar,
     ):
         client = openai.OpenAI(
             api_key="sk-test", base_url=sidecar.proxy_url + "/v1", default_headers=FAST
@@ -28,7 +29,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[openai.OpenA
         client.close()
 
 
-def test_chat_streaming_with_usage(rig: tuple[openai.OpenAI, Sidecar]) -> None:
+def test_chat_streaming_with_usage(rig: tuple[openai.OpenAI, SidecarClient]) -> None:
     client, sidecar = rig
     stream = client.chat.completions.create(
         model="chat-usage",
@@ -58,7 +59,9 @@ def test_chat_streaming_with_usage(rig: tuple[openai.OpenAI, Sidecar]) -> None:
     assert lag > 0
 
 
-def test_chat_streaming_without_usage_is_estimated(rig: tuple[openai.OpenAI, Sidecar]) -> None:
+def test_chat_streaming_without_usage_is_estimated(
+    rig: tuple[openai.OpenAI, SidecarClient],
+) -> None:
     client, sidecar = rig
     chunks = list(
         client.chat.completions.create(
@@ -75,7 +78,7 @@ def test_chat_streaming_without_usage_is_estimated(rig: tuple[openai.OpenAI, Sid
     assert value(text, "infermeter_request_errors_total", model="chat-est") is None
 
 
-def test_chat_non_streaming(rig: tuple[openai.OpenAI, Sidecar]) -> None:
+def test_chat_non_streaming(rig: tuple[openai.OpenAI, SidecarClient]) -> None:
     client, sidecar = rig
     reply = client.chat.completions.create(
         model="chat-full",
@@ -91,7 +94,7 @@ def test_chat_non_streaming(rig: tuple[openai.OpenAI, Sidecar]) -> None:
 
 
 @pytest.mark.parametrize("usage", [True, False])
-def test_completions_streaming(rig: tuple[openai.OpenAI, Sidecar], usage: bool) -> None:
+def test_completions_streaming(rig: tuple[openai.OpenAI, SidecarClient], usage: bool) -> None:
     client, sidecar = rig
     model = f"cmpl-{usage}"
     options = {"stream_options": {"include_usage": True}} if usage else {}
@@ -109,7 +112,7 @@ def test_completions_streaming(rig: tuple[openai.OpenAI, Sidecar], usage: bool) 
     assert value(text, counted, model=model) == 6.0
 
 
-def test_completions_non_streaming(rig: tuple[openai.OpenAI, Sidecar]) -> None:
+def test_completions_non_streaming(rig: tuple[openai.OpenAI, SidecarClient]) -> None:
     client, sidecar = rig
     reply = client.completions.create(model="cmpl-full", prompt="p", max_tokens=3)
     assert reply.usage is not None

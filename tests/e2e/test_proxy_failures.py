@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.sidecar import free_port, read_until_cut, run_sidecar, samples, value, wait_for
+from harness.inprocess import run_inprocess
+from harness.sidecar import free_port, read_until_cut, samples, value, wait_for
 from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +27,7 @@ def errors(text: str, error_type: str) -> float | None:
 
 def test_upstream_refused_gives_502_json_naming_the_upstream(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=dead) as sidecar:
+    with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=dead) as sidecar:
         response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
         text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="502")
     assert response.status_code == 502
@@ -42,7 +43,7 @@ def test_upstream_refused_gives_502_json_naming_the_upstream(tmp_path: Path) -> 
 def test_upstream_silent_gives_504(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script(head_delay=30))
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--upstream-read-timeout", "0.5", upstream=upstream.url
         ) as sidecar:
             response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
@@ -55,7 +56,7 @@ def test_upstream_silent_gives_504(tmp_path: Path) -> None:
 def test_upstream_reset_mid_stream_ends_the_client_stream(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(ROLE, TOKEN)), (0.05, sse(TOKEN))], end="reset"))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             received, error = read_until_cut(sidecar.proxy_url + CHAT, BODY)
             assert isinstance(error, httpx.RemoteProtocolError)
             text = sidecar.wait_metric(
@@ -70,7 +71,7 @@ def test_upstream_reset_mid_stream_ends_the_client_stream(tmp_path: Path) -> Non
 def test_stream_cut_before_done_is_truncated(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(ROLE, TOKEN, TOKEN))]))  # clean end, no [DONE]
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
     assert response.content == sse(ROLE, TOKEN, TOKEN)
@@ -81,7 +82,7 @@ def test_error_event_in_a_200_stream_is_a_stream_error(tmp_path: Path) -> None:
     failure = '{"error":{"message":"boom","type":"InternalServerError","code":500}}'
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(ROLE, TOKEN)), (0.01, sse(failure, "[DONE]"))]))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
     assert response.content == sse(ROLE, TOKEN) + sse(failure, "[DONE]")
@@ -98,7 +99,7 @@ def test_upstream_http_errors_pass_through(tmp_path: Path, status: int, error_ty
         upstream.script(
             CHAT, Script([(0, body)], status=status, headers={"content-type": "application/json"})
         )
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code=str(status))
     assert (response.status_code, response.content) == (status, body)
@@ -109,7 +110,7 @@ def test_client_disconnect_cancels_the_upstream_request(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         chunks = [(0, sse(ROLE, TOKEN))] + [(0.05, sse(TOKEN))] * 200  # a 10 s stream
         upstream.script(CHAT, Script(chunks))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             with httpx.stream("POST", sidecar.proxy_url + CHAT, json=BODY, timeout=10) as response:
                 for _ in response.iter_raw():
                     break  # read the first chunk, then hang up
@@ -128,7 +129,7 @@ def test_client_disconnect_cancels_the_upstream_request(tmp_path: Path) -> None:
 def test_client_disconnect_while_waiting_for_the_first_byte(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script(head_delay=30))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             with pytest.raises(httpx.ReadTimeout):
                 httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=0.5)
             wait_for(lambda: upstream.seen and upstream.seen[0].gone.is_set(), 5, "upstream cancel")
@@ -141,7 +142,7 @@ def test_client_disconnect_while_waiting_for_the_first_byte(tmp_path: Path) -> N
 def test_client_gone_mid_upload_is_a_client_disconnect(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(ROLE, "[DONE]"))]))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             port = int(sidecar.proxy_url.rsplit(":", 1)[1])
             with socket.create_connection(("127.0.0.1", port)) as raw:
                 raw.sendall(
@@ -163,7 +164,7 @@ def test_client_gone_mid_upload_is_a_client_disconnect(tmp_path: Path) -> None:
 def test_client_gone_before_the_body_leaves_nothing_in_flight(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
+        run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar,
     ):
         port = int(sidecar.proxy_url.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port)) as raw:

@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.sidecar import Sidecar, run_sidecar, samples, value
+from harness.inprocess import run_inprocess
+from harness.sidecar import SidecarClient, samples, value
 from harness.upstream import Script, ScriptedUpstream, scripted_upstream
 
 pytestmark = pytest.mark.e2e
@@ -89,11 +90,13 @@ def pieces(data: bytes, parts: int = 3) -> list[tuple[float, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ScriptedUpstream, Sidecar]]:
+def rig(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ScriptedUpstream, SidecarClient]]:
     tmp = tmp_path_factory.mktemp("formats")
     with (
         scripted_upstream() as upstream,
-        run_sidecar(
+        run_inprocess(
             tmp, "--no-gpu-metrics", "--max-models", "1000", upstream=upstream.url
         ) as sidecar,
     ):
@@ -116,7 +119,7 @@ def play(upstream: ScriptedUpstream, case: Case, body: bytes, encoding: str | No
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.model)
 def test_bytes_pass_unchanged_and_are_measured(
-    rig: tuple[ScriptedUpstream, Sidecar], case: Case
+    rig: tuple[ScriptedUpstream, SidecarClient], case: Case
 ) -> None:
     upstream, sidecar = rig
     play(upstream, case, case.body, None)
@@ -170,7 +173,7 @@ def labelsets(text: str, name: str, model: str) -> list[dict[str, str]]:
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.streaming][:6], ids=lambda c: c.model)
 def test_gzip_streams_pass_compressed_and_are_still_measured(
-    rig: tuple[ScriptedUpstream, Sidecar], case: Case
+    rig: tuple[ScriptedUpstream, SidecarClient], case: Case
 ) -> None:
     upstream, sidecar = rig
     packed = gzip.compress(case.body)
@@ -184,7 +187,7 @@ def test_gzip_streams_pass_compressed_and_are_still_measured(
         assert value(text, "infermeter_time_to_first_token_seconds_count", model=gz.model) == 1.0
 
 
-def test_malformed_stream_passes_byte_for_byte(rig: tuple[ScriptedUpstream, Sidecar]) -> None:
+def test_malformed_stream_passes_byte_for_byte(rig: tuple[ScriptedUpstream, SidecarClient]) -> None:
     upstream, sidecar = rig
     junk = b"data: {not json\r\n\r\n\xff\xfe\x00data: \xc3\x28\n\nevent\nretry: x\n" + os.urandom(
         4096
@@ -195,7 +198,7 @@ def test_malformed_stream_passes_byte_for_byte(rig: tuple[ScriptedUpstream, Side
     sidecar.wait_metric("infermeter_requests_total", 1.0, only=READ, model=case.model, code="200")
 
 
-def test_ten_megabyte_body_passes_unchanged(rig: tuple[ScriptedUpstream, Sidecar]) -> None:
+def test_ten_megabyte_body_passes_unchanged(rig: tuple[ScriptedUpstream, SidecarClient]) -> None:
     upstream, sidecar = rig
     filler = "x" * (10 * 1024 * 1024)
     body = json.dumps(

@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.sidecar import run_sidecar, stable_exposition
+from harness.inprocess import run_inprocess
+from harness.sidecar import stable_exposition
 from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,7 @@ def test_workload_golden_and_promtool(tmp_path: Path, update_golden: bool) -> No
         upstream.script(
             "/bad", Script([(0, b"{}")], status=400, headers={"content-type": "application/json"})
         )
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--max-models", "2", upstream=upstream.url
         ) as sidecar:
             proxy = sidecar.proxy_url
@@ -101,7 +102,7 @@ def test_attribution_and_prices_golden(tmp_path: Path, update_golden: bool) -> N
             chat, Script([(0, sse(ROLE)), (0.01, sse(TOKEN, TOKEN, TOKEN, USAGE, "[DONE]"))])
         )
         upstream.script("/v1/completions", Script([(0, sse(TOKEN, TOKEN, "[DONE]"))]))  # no usage
-        with run_sidecar(
+        with run_inprocess(
             tmp_path,
             "--no-gpu-metrics",
             "--attribute", "team=X-Team",

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.sidecar import run_sidecar, value
+from harness.inprocess import run_inprocess
+from harness.sidecar import value
 from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +71,7 @@ def test_a_slow_client_gets_every_byte_in_order_and_every_event_is_counted(
     pieces = [(0.0, expected[i : i + 3000]) for i in range(0, len(expected), 3000)]
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script(pieces))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             host, port = str(sidecar.proxy_url).removeprefix("http://").split(":")
             body = json.dumps({"model": "slow", "stream": True, "messages": []}).encode()
             assert slow_request(host, int(port), body) == expected

@@ -23,6 +23,19 @@ _LENGTH = struct.Struct("<H")
 _READ = 1 << 16
 
 
+_FILE_LOCKS: dict[tuple[int, int], threading.Lock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(fd: int) -> threading.Lock:
+    """One lock per table file in this process, shared by every `ModelSlots` on it: lockf
+    excludes processes, not threads, and the tests' in-process sidecar runs its workers'
+    tables (duplicated descriptors) on threads of one process."""
+    info = os.fstat(fd)
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault((info.st_dev, info.st_ino), threading.Lock())
+
+
 class ModelSlots:
     def __init__(self, fd: int, capacity: int, fixed: bool = False) -> None:
         """`fixed`: the table holds an operator's allow-list; nothing else gets a slot."""
@@ -32,7 +45,7 @@ class ModelSlots:
         self._known: set[str] = set()
         self._offset = 0
         self._read_all = False  # a full table, once read whole, never changes again
-        self._thread_lock = threading.Lock()
+        self._thread_lock = _file_lock(fd)
 
     @classmethod
     def create(cls, capacity: int, fixed: Iterable[str] = ()) -> ModelSlots:

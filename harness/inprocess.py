@@ -1,0 +1,337 @@
+"""The real sidecar on threads of the test process: `infermeter serve` without its processes.
+
+The supervisor (`infermeter.app.Sidecar`: metrics port, merger, render thread) runs on an
+event loop of its own in a background thread, and each proxy worker is a real
+`infermeter.worker.Worker` on a thread and event loop of its own, started by the pool
+through its `spawn` seam. They talk over the same socketpair channel, accept on the same
+listening socket and share the same model-slot tables (duplicated descriptors, as a child
+process would inherit them), on real loopback ports. What is left out is the process: a
+start costs a few milliseconds of CPU instead of two interpreters' imports.
+
+Process-global state, and how it is kept apart:
+- logs: one handler on the root logger per sidecar, in the sidecar's format, into its own
+  file; it takes the lines logged on the sidecar's own threads (supervisor and workers),
+  and `infermeter.*` lines from helper threads (render, engine fetch) of any sidecar
+  running at the time. The root logger gets the sidecar's level (the lowest of those
+  running) while one runs, and its old level back after;
+- no tracing (OpenTelemetry's providers are global), no NVML (`--no-gpu-metrics` only),
+  no environment but `INFERMETER_*` settings (read from a dict, never from os.environ);
+- signal handlers and `gc.freeze()` stay the test process's (`Worker.run(stop=...)`);
+- each sidecar has its own prometheus_client registry; `disable_created_metrics()` is
+  global and stays set, as the unit tests of the renderer set it anyway.
+
+Tests that need the process itself (signals, exit codes, workers' pids, rlimits, TLS
+upstreams, tracing, GPUs) use `harness.sidecar.run_sidecar`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from harness.sidecar import SIDECAR_ENV, SidecarClient, free_port, serving
+from infermeter import __version__, app, logs
+from infermeter.channel import read_settings
+from infermeter.cli import build_parser
+from infermeter.net import StartupError
+from infermeter.proxy.errors import HideAbortedStreams
+from infermeter.runtime import loop_factory
+from infermeter.settings import Settings, load_settings
+from infermeter.supervisor import WorkerProcess
+from infermeter.worker import Worker, make_worker
+
+log = logging.getLogger("infermeter.inprocess")
+#: How long stop() waits for the supervisor thread (drain timeout and exit grace are the
+#: sidecar's own bounds; this only bounds a hang).
+STOP_TIMEOUT = 60.0
+
+
+class ThreadWorker:
+    """A proxy worker on a thread: `asyncio.subprocess.Process`'s part the pool uses.
+
+    SIGTERM (or SIGINT) sets the worker's stop event, as its signal handlers would; kill()
+    cancels it. Its descriptors are duplicates of the supervisor's, closed when it ends,
+    as a process's would be at exit."""
+
+    def __init__(
+        self,
+        register: Callable[[], None],
+        index: int,
+        of: int,
+        listen: socket.socket,
+        channel: socket.socket,
+        tables: Sequence[int],
+    ) -> None:
+        """`register`: called first thing on the worker's thread (its log lines); the rest
+        are `SpawnWorker`'s arguments."""
+        self.pid = os.getpid()
+        self._register = register
+        self.returncode: int | None = None
+        self.index = index
+        self._of = of
+        self._listen = listen.dup()
+        self._channel = channel.dup()
+        self._tables = [os.dup(fd) for fd in tables]
+        self._supervisor = asyncio.get_running_loop()
+        self._done: asyncio.Future[int] = self._supervisor.create_future()
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._stop_asked = self._kill_asked = False
+        self.thread = threading.Thread(
+            target=self._run, name=f"infermeter-worker-{index}", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        self._register()
+        code = 1
+        try:
+            settings = read_settings(self._channel)  # blocks until the pool sends them
+            worker = make_worker(settings, self.index, self._of, self._listen, self._tables)
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                code = runner.run(self._main(worker))
+        except asyncio.CancelledError:
+            code = -signal.SIGKILL  # kill(): as a process killed would report
+        except BaseException:  # a process would die of it; the pool sees the exit code
+            log.exception("worker thread failed", extra={"worker": self.index})
+        finally:
+            self._listen.close()
+            self._channel.close()
+            for fd in self._tables:
+                os.close(fd)
+            with self._lock:
+                self._loop = None
+            with contextlib.suppress(RuntimeError):  # the supervisor's loop is gone
+                self._supervisor.call_soon_threadsafe(self._finish, code)
+
+    async def _main(self, worker: Worker) -> int:
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._task = asyncio.current_task()
+            if self._stop_asked:
+                self._stop.set()
+            if self._kill_asked:
+                raise asyncio.CancelledError
+        return await worker.run(self._channel, self._stop)
+
+    def _finish(self, code: int) -> None:
+        self.returncode = code
+        if not self._done.done():
+            self._done.set_result(code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._done)
+
+    def send_signal(self, sig: int, /) -> None:
+        if sig not in (signal.SIGTERM, signal.SIGINT):
+            raise ValueError(f"a thread worker takes SIGTERM or SIGINT, not {sig}")
+        with self._lock:
+            self._stop_asked = True
+            if self._loop is not None and self._stop is not None:
+                self._loop.call_soon_threadsafe(self._stop.set)
+
+    def kill(self) -> None:
+        with self._lock:
+            self._kill_asked = True
+            if self._loop is not None and self._task is not None:
+                self._loop.call_soon_threadsafe(self._task.cancel)
+
+
+# --- logs ---------------------------------------------------------------------------------
+class _SidecarLog(logging.Filter):
+    """Lets through a sidecar's own lines: those of its threads, and `infermeter.*` lines of
+    helper threads (render, engine fetch), which no sidecar owns alone."""
+
+    def __init__(self, threads: set[int]) -> None:
+        super().__init__()
+        self.threads = threads
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread in self.threads:
+            return True
+        if record.thread is not None and record.thread in _OWNED:
+            return False  # another sidecar's thread
+        return record.name == "infermeter" or record.name.startswith("infermeter.")
+
+
+_OWNED: set[int] = set()  # threads of every in-process sidecar running
+_running: list[tuple[logging.Handler, int]] = []  # each sidecar's handler and level
+_root_level: list[int] = []  # the root logger's level before the first of them
+_logs_lock = threading.Lock()
+
+
+def _set_root_level() -> None:
+    """The lowest level of the sidecars running (a process's root logger has its own),
+    or the level from before."""
+    root = logging.getLogger()
+    if _running:
+        _root_level[:] = _root_level or [root.level]
+        root.setLevel(min(level for _, level in _running))
+    elif _root_level:
+        root.setLevel(_root_level.pop())
+
+
+def _attach(handler: logging.Handler, level: int) -> None:
+    with _logs_lock:
+        _running.append((handler, level))
+        _set_root_level()
+        logging.getLogger().addHandler(handler)
+
+
+def _detach(handler: logging.Handler) -> None:
+    with _logs_lock:
+        logging.getLogger().removeHandler(handler)
+        _running[:] = [(h, level) for h, level in _running if h is not handler]
+        _set_root_level()
+        # every worker adds one (equivalent) filter to this global logger: keep one
+        uvicorn_error = logging.getLogger("uvicorn.error")
+        hiding = [f for f in uvicorn_error.filters if isinstance(f, HideAbortedStreams)]
+        for extra in hiding[1:]:
+            uvicorn_error.removeFilter(extra)
+
+
+# --- the sidecar --------------------------------------------------------------------------
+class InProcessSidecar(SidecarClient):
+    """`infermeter serve` with the settings `settings`, on threads of this process."""
+
+    def __init__(self, settings: Settings, port: int, log: Path, proxy_port: int | None) -> None:
+        super().__init__(port, log, proxy_port)
+        if settings.gpu_metrics:
+            raise ValueError("in-process sidecars run with --no-gpu-metrics (NVML is global)")
+        if settings.otlp_endpoint is not None:
+            raise ValueError("tracing sets OpenTelemetry's global providers: run a process")
+        self.settings = settings
+        self.returncode: int | None = None
+        self.workers: list[ThreadWorker] = []
+        self._threads: set[int] = set()
+        self._sink: IO[str] = log.open("a", encoding="utf-8")
+        self._handler = logs.make_handler(settings.log_format, self._sink)
+        self._handler.addFilter(_SidecarLog(self._threads))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._stopped = False
+        self._thread = threading.Thread(
+            target=self._serve, name="infermeter-supervisor", daemon=True
+        )
+
+    def start(self) -> None:
+        _attach(self._handler, logging.getLevelName(self.settings.log_level.upper()))
+        self._thread.start()
+        self._started.wait()
+
+    def exit_code(self) -> int | None:
+        return None if self._thread.is_alive() else self.returncode
+
+    def _own_thread(self) -> None:
+        ident = threading.get_ident()
+        self._threads.add(ident)
+        _OWNED.add(ident)
+
+    def _serve(self) -> None:
+        self._own_thread()
+        try:
+            with asyncio.Runner(loop_factory=loop_factory()) as runner:
+                self.returncode = runner.run(self._main())
+            app.log.info("stopped")
+        except StartupError as exc:
+            self._sink.write(f"infermeter: {exc}\n")
+            self.returncode = 1
+        except Exception:  # a process would die of it; stop() reports the exit code
+            log.exception("in-process sidecar failed")
+            self.returncode = 1
+        finally:
+            self._started.set()
+            for worker in self.workers:
+                worker.thread.join(STOP_TIMEOUT)
+
+    async def _main(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._started.set()
+        sidecar = app.Sidecar(self.settings, spawn=self._spawn)
+        app.log.info(
+            "infermeter starting",
+            extra={"version": __version__, "metrics": str(self.settings.metrics_listen)},
+        )
+        try:
+            return await sidecar.serve(self._stop)
+        finally:
+            # a process would close these at exit: the shared tables and the render thread
+            tables = [sidecar.slots] if sidecar.slots is not None else []
+            if sidecar.pool is not None:
+                tables += sidecar.pool.attribute_slots
+            for table in tables:
+                table.close()
+            sidecar.metrics_server.render_thread.close(wait=True)
+
+    async def _spawn(self, *where: Any) -> WorkerProcess:
+        """The pool's `SpawnWorker` (`where`: its arguments): a thread, not a process."""
+        worker = ThreadWorker(self._own_thread, *where)
+        self.workers.append(worker)
+        return worker
+
+    def stop(self) -> int:
+        """As SIGTERM would: drain, stop the workers, then return the exit code."""
+        if self._stopped:
+            return self.returncode if self.returncode is not None else 0
+        if self._thread.is_alive() and self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread.ident is not None:
+            self._thread.join(STOP_TIMEOUT)
+            if self._thread.is_alive():
+                raise AssertionError(f"in-process sidecar did not stop:\n{self.log()}")
+        self._stopped = True
+        _detach(self._handler)
+        _OWNED.difference_update(self._threads)
+        self._handler.close()
+        self._sink.close()
+        return self.returncode if self.returncode is not None else 0
+
+
+def parse_serve(args: Sequence[str], environ: dict[str, str]) -> Settings:
+    """`infermeter serve ARGS` read as the command line would, with `environ` for the
+    environment (INFERMETER_* settings)."""
+    values = vars(build_parser(for_serve=True).parse_args(["serve", *args]))
+    values.pop("command")
+    config_path = values.pop("config", None)
+    return load_settings(values, environ, config_path=config_path)
+
+
+@contextmanager
+def run_inprocess(
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    ready: bool = True,
+    upstream: str | None = None,
+) -> Iterator[InProcessSidecar]:
+    """`harness.sidecar.run_sidecar`, in-process: the same arguments (but those of a process:
+    NVML library, prefix, rlimits) and the same sidecar interface."""
+    port = free_port()
+    proxy_port = None
+    if upstream is not None:
+        proxy_port = free_port()
+        args = ("--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}", *args)
+    environ = {**SIDECAR_ENV, **(env or {})}
+    foreign = [name for name in environ if not name.startswith("INFERMETER_")]
+    if foreign:
+        raise ValueError(f"an in-process sidecar reads only INFERMETER_* variables: {foreign}")
+    settings = parse_serve(["--metrics-listen", f"127.0.0.1:{port}", *args], environ)
+    sidecar = InProcessSidecar(settings, port, tmp_path / f"sidecar-{port}.log", proxy_port)
+    sidecar.start()
+    with serving(sidecar, ready):
+        yield sidecar

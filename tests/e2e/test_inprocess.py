@@ -1,0 +1,98 @@
+"""The in-process sidecar (harness/inprocess.py) leaves nothing behind and keeps logs apart.
+
+Most proxy tests run against it, so a leak would grow over the whole session: after each
+stop the test process must have the threads and open files it had before."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.inprocess import run_inprocess
+from harness.sidecar import read_until_cut, value, wait_for
+from harness.upstream import Script, scripted_upstream, sse
+
+pytestmark = pytest.mark.e2e
+CHAT = "/v1/chat/completions"
+TOKEN = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def settled_fds() -> int:
+    """Once a server has closed its side of the connections a client closed (soon after)."""
+    counts = [open_fds()]
+    while len(counts) < 5 or len(set(counts[-5:])) > 1:
+        time.sleep(0.05)
+        counts.append(open_fds())
+    return counts[-1]
+
+
+def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None:
+    with scripted_upstream() as upstream:
+        upstream.script(CHAT, Script([(0, sse(TOKEN))]))
+        counts: tuple[int, int] | None = None
+        root_level = logging.getLogger().level
+        for run, workers in enumerate(["1", "2", "1", "2", "1"]):
+            with run_inprocess(
+                tmp_path, "--no-gpu-metrics", "--workers", workers, upstream=upstream.url
+            ) as sidecar:
+                with httpx.Client() as client:
+                    response = client.post(sidecar.proxy_url + CHAT, json={"model": "m"})
+                assert response.status_code == 200
+                text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
+                assert value(text, "infermeter_workers_ready") == float(workers)
+            assert sidecar.stop() == 0
+            # the log is the sidecar's (as `infermeter serve` would write it)
+            assert "proxy listening" in sidecar.log()
+            assert "stopped" in sidecar.log()
+            # a closed socket leaves TIME_WAIT, not a descriptor: counts must be back now
+            # (after the first run: uvloop opens one pipe per process, once)
+            counts = counts or (threading.active_count(), open_fds())
+            assert threading.active_count() == counts[0], (run, threading.enumerate())
+            assert open_fds() == counts[1], run
+            assert logging.getLogger().level == root_level  # set while it ran, then restored
+
+
+def test_two_at_once_write_their_own_logs(tmp_path: Path) -> None:
+    with (
+        scripted_upstream() as upstream,
+        run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as first,
+        run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as second,
+    ):
+        upstream.script(CHAT, Script([(0, sse(TOKEN))], end="reset"))
+        read_until_cut(first.proxy_url + CHAT, {"model": "m", "stream": True})
+        wait_for(lambda: "upstream stream ended early" in first.log(), what="the warning")
+        first_log, second_log = first.log(), second.log()
+    assert first.log_path != second.log_path
+    assert f"address=127.0.0.1:{first.port}" in first_log
+    assert f"address=127.0.0.1:{second.port}" not in first_log
+    assert f"address=127.0.0.1:{second.port}" in second_log
+    assert "upstream stream ended early" not in second_log
+
+
+def test_a_busy_port_fails_start_up_with_exit_code_1(tmp_path: Path) -> None:
+    with (
+        scripted_upstream() as upstream,
+        run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as running,
+    ):
+        busy = running.proxy_url.rsplit(":", 1)[1]
+        threads, fds = threading.active_count(), settled_fds()
+        for _ in range(2):
+            with run_inprocess(
+                tmp_path, "--no-gpu-metrics", "--listen", f"127.0.0.1:{busy}", ready=False,
+                upstream=upstream.url,
+            ) as failing:  # fmt: skip
+                wait_for(lambda: failing.exit_code() is not None, what="the exit")
+                assert failing.exit_code() == 1
+            assert "cannot listen on listen" in failing.log()
+            assert threading.active_count() == threads
+            assert open_fds() == fds
