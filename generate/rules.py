@@ -8,7 +8,7 @@ from __future__ import annotations
 import yaml
 
 from generate.promtool_spend import BUDGETS, month_rule_groups, month_to_date_test_file
-from generate.promtool_tests import build_test_file
+from generate.promtool_tests import build_latency_test_file, build_test_file
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
 
 RULES_DIR = "deploy/prometheus"
@@ -21,10 +21,19 @@ def render_test_budgets() -> str:
     return budget_rules(Params(budgets=BUDGETS))
 
 
+TEST_RULE_FILES = ["../recording-rules.yaml", "../alert-rules.yaml", "budget-rules.yaml"]
+
+
 def render_tests() -> str:
-    files = ["../recording-rules.yaml", "../alert-rules.yaml", "budget-rules.yaml"]
     return HEADER + yaml.safe_dump(
-        build_test_file(files), sort_keys=False, width=1000, allow_unicode=True
+        build_test_file(TEST_RULE_FILES), sort_keys=False, width=1000, allow_unicode=True
+    )
+
+
+def render_latency_tests() -> str:
+    """The latency scenario's test file (its own evaluation interval)."""
+    return HEADER + yaml.safe_dump(
+        build_latency_test_file(TEST_RULE_FILES), sort_keys=False, width=1000, allow_unicode=True
     )
 
 
@@ -44,6 +53,7 @@ def files() -> dict[str, str]:
         f"{RULES_DIR}/alert-rules.yaml": alert_rules(),
         f"{RULES_DIR}/budget-rules.yaml": budget_rules(),
         f"{RULES_DIR}/tests/rules_test.yaml": render_tests(),
+        f"{RULES_DIR}/tests/latency_test.yaml": render_latency_tests(),
         f"{RULES_DIR}/tests/budget-rules.yaml": render_test_budgets(),
     }
     for name, text in render_month_to_date().items():

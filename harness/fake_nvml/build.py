@@ -80,11 +80,35 @@ def _up_to_date(library: Path, variant: str) -> bool:
         return False
 
 
-def build(out_dir: Path, variant: str = "current", omit: tuple[str, ...] = ()) -> Path:
+def compile_object(out_dir: Path, variant: str = "current") -> Path:
+    """Compile the source once into ``out_dir/fake_nvml-<variant>.o``, for ``build(obj=...)``
+    to link many libraries from (each omitting other symbols) without compiling again."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    obj = out_dir / f"fake_nvml-{variant}.o"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{obj.name}.", dir=out_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        flags = [flag for flag in CFLAGS if flag != "-shared"]
+        command = ["gcc", "-c", *flags, *VARIANTS[variant], "-o", str(tmp), str(SOURCE)]
+        subprocess.run(command, check=True)
+        tmp.replace(obj)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return obj
+
+
+def build(
+    out_dir: Path, variant: str = "current", omit: tuple[str, ...] = (), obj: Path | None = None
+) -> Path:
     """Build ``out_dir/libnvidia-ml.so.1`` unless it is already current; return its path.
 
     ``omit`` names optional symbols (OPTIONAL_SYMBOLS) to leave out of the library's
     exports, so the bindings see them as absent exactly as on a driver that lacks them.
+    ``obj``: link from this object (compile_object, of the same variant) instead of
+    compiling the source.
 
     The library is compiled to a temporary name and renamed into place, so a process that
     loads it (or a concurrent build) never sees a half-written file.
@@ -112,7 +136,7 @@ def build(out_dir: Path, variant: str = "current", omit: tuple[str, ...] = ()) -
             f"-Wl,-soname,{LIBRARY_NAME}",
             "-o",
             str(tmp),
-            str(SOURCE),
+            str(obj or SOURCE),
             "-lcjson",
         ]
         subprocess.run(command, check=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.fake_nvml import profiles
-from harness.fake_nvml.build import OPTIONAL_SYMBOLS, build
+from harness.fake_nvml.build import OPTIONAL_SYMBOLS, build, compile_object
 from harness.sidecar import run_sidecar, samples, value
 from infermeter import metrics as m
 
@@ -63,6 +63,13 @@ XID_EVENTS = {"nvmlEventSetCreate", "nvmlDeviceRegisterEvents", "nvmlEventSetWai
 FULL_GPU_SERIES = {spec.name for spec in m.CATALOGUE if spec.group == "gpu"} - {m.NVML_UP.name}
 
 
+@pytest.fixture(scope="session")
+def nvml_object(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake NVML compiled once: each case links its own library from it (omitting its
+    symbol), which costs a link, not a compile."""
+    return compile_object(tmp_path_factory.mktemp("nvml-object"))
+
+
 def exported(text: str, **labels: str) -> set[str]:
     want = set(labels.items())
     return {name for name, sample_labels in samples(text) if want <= set(sample_labels)}
@@ -70,9 +77,11 @@ def exported(text: str, **labels: str) -> set[str]:
 
 @pytest.mark.parametrize("symbol", OPTIONAL_SYMBOLS)
 def test_a_missing_optional_function_never_blinds_a_gpu(
-    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, symbol: str
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, nvml_object: Path, symbol: str
 ) -> None:
-    lib_dir = build(tmp_path_factory.mktemp(f"nvml-without-{symbol}"), omit=(symbol,))
+    lib_dir = build(
+        tmp_path_factory.mktemp(f"nvml-without-{symbol}"), omit=(symbol,), obj=nvml_object
+    )
     parent = profiles.gpu(0, mig_devices=[profiles.mig(0, 0)])
     devices = [parent, profiles.gpu(1)]
     state = tmp_path / "nvml.json"
@@ -120,10 +129,10 @@ def test_a_missing_optional_function_never_blinds_a_gpu(
 
 
 def test_older_calls_are_used_when_the_newer_symbols_are_absent(
-    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, nvml_object: Path
 ) -> None:
     newer = ("nvmlDeviceGetMemoryInfo_v2", "nvmlDeviceGetTemperatureV")
-    lib_dir = build(tmp_path_factory.mktemp("nvml-without-newer"), omit=newer)
+    lib_dir = build(tmp_path_factory.mktemp("nvml-without-newer"), omit=newer, obj=nvml_object)
     device = profiles.gpu(0, temperature_gpu=63)
     state = tmp_path / "nvml.json"
     profiles.write(state, profiles.state([device]))

@@ -1,6 +1,6 @@
 """Hostile and buggy clients and upstreams against the real sidecar on real sockets (#14).
 
-Slow clients are bounded by short configured timeouts (1 s) so the tests stay fast; the
+Slow clients are bounded by short configured timeouts (0.5 s) so the tests stay fast; the
 defaults and their reasons are in the README's Security section. Memory bounds are
 asserted on the sidecar's RSS with generous margins (they hold an order of magnitude
 below what the same attacks cost before the limits).
@@ -16,14 +16,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from harness.sidecar import Sidecar, run_sidecar, samples, value, wait_for
-from harness.upstream import Script, scripted_upstream, sse
+from harness.upstream import Script, ScriptedUpstream, scripted_upstream, sse
 from tests.e2e.hostile import (
     connect,
     exchange,
@@ -42,7 +42,10 @@ CHAT = "/v1/chat/completions"
 MiB = 1024 * 1024
 # Raw upstreams here count connections and requests: no engine /metrics fetches among them.
 QUIET = ("--no-gpu-metrics", "--engine-metrics", "off")
-FAST = ("--request-header-timeout", "1", "--request-body-timeout", "1")
+FAST = ("--request-header-timeout", "0.5", "--request-body-timeout", "0.5")
+#: A byte every DRIP s: each well within the head timeout, the whole head (6.4 s) far beyond
+#: it and beyond the 5 s the test allows, so only a total head timeout passes.
+DRIP = 0.2
 
 
 def ok_script() -> Script:
@@ -167,7 +170,7 @@ def test_slow_and_silent_clients_are_timed_out_on_both_ports(tmp_path: Path) -> 
             assert took < 5
             with connect(port) as drip:  # one byte at a time: the head timeout is total
                 start = time.monotonic()
-                sent = send_until_cut(drip, _slowly(b"GET /healthz HTTP/1.1\r\nHost: t\r\n", 0.2))
+                sent = send_until_cut(drip, _slowly(b"GET /healthz HTTP/1.1\r\nHost: t\r\n", DRIP))
                 data, _ = wait_closed(drip, 10)
             assert status_of(data) == 408, sent
             assert time.monotonic() - start < 5
@@ -471,6 +474,36 @@ def test_a_malformed_body_is_counted_400_not_a_disconnect_and_logs_stay_short(
 
 
 # --- what held, kept as regression tests -----------------------------------------------------
+class SharedSidecars:
+    """One upstream and one sidecar per worker count, shared by a parametrized test whose
+    cases are independent requests on connections of their own (each case started one)."""
+
+    def __init__(self, tmp_path: Path, stack: ExitStack) -> None:
+        self.tmp_path = tmp_path
+        self.stack = stack
+        self.started: dict[str, tuple[ScriptedUpstream, Sidecar]] = {}
+
+    def get(self, workers: str) -> tuple[ScriptedUpstream, Sidecar]:
+        if workers not in self.started:
+            upstream = self.stack.enter_context(scripted_upstream())
+            sidecar = self.stack.enter_context(
+                run_sidecar(
+                    self.tmp_path,
+                    *QUIET,
+                    upstream=upstream.url,
+                    env={"INFERMETER_WORKERS": workers},
+                )
+            )
+            self.started[workers] = upstream, sidecar
+        return self.started[workers]
+
+
+@pytest.fixture(scope="module")
+def smuggling_sidecars(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedSidecars]:
+    with ExitStack() as stack:
+        yield SharedSidecars(tmp_path_factory.mktemp("smuggling"), stack)
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -489,14 +522,13 @@ def test_a_malformed_body_is_counted_400_not_a_disconnect_and_logs_stay_short(
     ids=["cl-te", "double-cl", "obfuscated-te", "bad-chunk-size", "bare-cr", "no-host", "2-hosts"],
 )
 def test_smuggling_attempts_and_ambiguous_hosts_are_refused(
-    tmp_path: Path, request_bytes: bytes
+    smuggling_sidecars: SharedSidecars, workers: str, request_bytes: bytes
 ) -> None:
-    with (
-        scripted_upstream() as upstream,
-        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
-    ):
-        answer = exchange(port_of(sidecar.proxy_url), request_bytes)
+    upstream, sidecar = smuggling_sidecars.get(workers)
+    answer = exchange(port_of(sidecar.proxy_url), request_bytes)
+    sidecar.wait_ready()  # still serving: no attempt brought it down
     assert status_of(answer) == 400
+    # what the upstream saw over every attempt so far on this sidecar
     assert not [seen for seen in upstream.seen if "smuggled" in seen.path]
     assert not [seen for seen in upstream.seen if "X-Injected" in seen.headers]
 

@@ -25,8 +25,11 @@ from infermeter.rules import Params, alert_rules, recording_rules
 pytestmark = pytest.mark.e2e
 FAST = Params(
     rate_window="5s",
+    # the baseline: the median p99 of 30 s, 5 s old (so there is one after 5 s + 10
+    # samples); the alert fires seconds after the jump, long before 20 s of raised p99s
+    # would make up half of the window
     baseline_window="30s",
-    baseline_offset="15s",
+    baseline_offset="5s",
     baseline_min_samples=10,
     baseline_for="3s",
     min_request_rate=0.5,
