@@ -137,6 +137,8 @@ async def _run(requests: int, tokens: int) -> tuple[float, float, int]:
             "client": ("127.0.0.1", 40000),
             "server": ("127.0.0.1", 8000),
         }
+        if hasattr(guard, "DISCONNECTED"):  # what the guarded protocol offers every request
+            scope[guard.DISCONNECTED] = None
         cycle = RequestResponseCycle(
             scope=scope,  # type: ignore[arg-type]
             transport=transport,

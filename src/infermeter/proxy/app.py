@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from infermeter.accumulators import GaugeChild
-from infermeter.guard import REJECTED, relay_cycle
+from infermeter.guard import DISCONNECTED, REJECTED, relay_cycle
 from infermeter.prices import Price
 from infermeter.proxy.deferred import Deferred
 from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_body
@@ -215,7 +215,10 @@ class ProxyApp:
 
         def watch() -> None:
             nonlocal watcher
-            watcher = asyncio.ensure_future(self._watch(receive, exchange, task))
+            if DISCONNECTED in scope:  # the server calls back: no task waiting on receive()
+                scope[DISCONNECTED] = partial(self._gone, exchange, task)
+            else:
+                watcher = asyncio.ensure_future(self._watch(receive, exchange, task))
 
         try:
             data = await self._request_body(receive, exchange, watch)
@@ -278,6 +281,8 @@ class ProxyApp:
             exchange.finished = True
             if watcher is not None:
                 watcher.cancel()
+            elif scope.get(DISCONNECTED) is not None:
+                scope[DISCONNECTED] = None  # the callback holds this exchange and task
             if response is not None:
                 response.release()
             if exchange.in_flight is not None:
@@ -381,7 +386,12 @@ class ProxyApp:
     ) -> None:
         """Cancel the exchange as soon as the client goes away (no leaked upstream work)."""
         message = await receive()
-        if message["type"] == "http.disconnect" and not exchange.finished:
+        if message["type"] == "http.disconnect":
+            self._gone(exchange, task)
+
+    @staticmethod
+    def _gone(exchange: _Exchange, task: asyncio.Task[Any] | None) -> None:
+        if not exchange.finished:
             exchange.client_gone = True
             if task is not None:
                 task.cancel()
