@@ -155,3 +155,55 @@ def test_a_measuring_failure_never_fails_the_request(caplog: pytest.LogCaptureFi
     assert errors == 1.0
     assert registry.get_sample_value("infermeter_requests_total", {**labels, "code": "200"}) == 1.0
     assert any(r.message == "measuring failed" for r in caplog.records)
+
+
+def test_a_request_the_upstream_refuses_keeps_its_model_label() -> None:
+    """The body is read for its model after the request goes upstream (or before a connect
+    is awaited): a request that never got there is still counted under its model."""
+    with scripted_upstream() as upstream:
+        dead = upstream.url
+    client = UpstreamClient(pool_size=4, connect_timeout=5, read_timeout=5, total_timeout=0)
+    recorder = Recorder.private(8, SLO(None, None, None), models=("m",))
+    registry = StoreView(recorder.store)
+    app = ProxyApp(dead, client, recorder)
+
+    async def scenario() -> list[dict[str, Any]]:
+        try:
+            return await call(app, b'{"messages": [], "model": "m", "stream": true}')
+        finally:
+            await client.close()
+
+    sent = asyncio.run(scenario())
+    assert sent[0]["status"] == 502
+    labels = {"model": "m", "api": "chat_completions"}
+    assert registry.get_sample_value("infermeter_requests_total", {**labels, "code": "502"}) == 1
+    assert registry.get_sample_value("infermeter_requests_in_flight", labels) == 0
+
+
+def test_a_request_waiting_for_a_connection_is_already_in_flight() -> None:
+    token = '{"choices":[{"index":0,"delta":{"content":"x"}}]}'
+    with scripted_upstream() as upstream:
+        upstream.script("/v1/chat/completions", Script([(0, sse(token)), (0.5, sse("[DONE]"))]))
+        client = UpstreamClient(pool_size=1, connect_timeout=5, read_timeout=5, total_timeout=0)
+        recorder = Recorder.private(8, SLO(None, None, None), models=("m",))
+        registry = StoreView(recorder.store)
+        app = ProxyApp(upstream.url, client, recorder)
+        labels = {"model": "m", "api": "chat_completions"}
+
+        async def scenario() -> tuple[float | None, list[dict[str, Any]], list[dict[str, Any]]]:
+            try:
+                body = b'{"model": "m", "stream": true}'
+                first = asyncio.ensure_future(call(app, body))
+                await asyncio.sleep(0.2)  # the first holds the only connection
+                second = asyncio.ensure_future(call(app, body))
+                await asyncio.sleep(0.1)  # the second waits for it
+                during = registry.get_sample_value("infermeter_requests_in_flight", labels)
+                return during, await first, await second
+            finally:
+                await client.close()
+
+        during, first, second = asyncio.run(scenario())
+    assert during == 2
+    assert first[0]["status"] == second[0]["status"] == 200
+    assert registry.get_sample_value("infermeter_requests_in_flight", labels) == 0
+    assert registry.get_sample_value("infermeter_requests_total", {**labels, "code": "200"}) == 2

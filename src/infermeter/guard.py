@@ -20,6 +20,11 @@ in the spirit of nginx's `large_client_header_buffers`, `client_header_timeout` 
 A rejection the application should know about (it was already running the request) is
 marked in its scope under `REJECTED`, so the proxy counts the status we answered instead
 of a client disconnect.
+
+Every request's scope also carries `DISCONNECTED`: the application may put a callable
+there, which the protocol calls when the connection is lost or cut while the request runs
+(what `receive()` would report as `http.disconnect`), so the proxy needs no task per
+request waiting on `receive()` just to notice a client leaving.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
@@ -38,6 +43,9 @@ if TYPE_CHECKING:  # the worker gets a WorkerConfig, not the pydantic model
 
 #: Scope key holding the status the server answered with when it cut a running request.
 REJECTED = "infermeter.rejected"
+#: Scope key where the application may leave a callable for the connection's end (None:
+#: nothing to call). Present only under this protocol: elsewhere, watch `receive()`.
+DISCONNECTED = "infermeter.disconnected"
 Reject = Callable[[str], None]  # counts a rejection by reason
 
 
@@ -87,6 +95,15 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
         def connection_lost(self, exc: Exception | None) -> None:
             self._g_cancel()
             super().connection_lost(exc)
+            self._g_tell_gone()
+
+        def _g_tell_gone(self) -> None:
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                hook = cast("Callable[[], None] | None", cycle.scope.get(DISCONNECTED))
+                if hook is not None:
+                    cycle.scope[DISCONNECTED] = None  # type: ignore[literal-required]
+                    hook()
 
         def data_received(self, data: bytes) -> None:
             if self._g_rejected:
@@ -168,6 +185,8 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
                 return
             self._g_headers_done = True
             super().on_headers_complete()
+            if self.cycle is not None:
+                self.cycle.scope[DISCONNECTED] = None  # type: ignore[literal-required]
 
         def on_body(self, body: bytes) -> None:
             if self._g_rejected:
@@ -240,6 +259,7 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
                     self.transport.write(response(status, message))
                 cycle.disconnected = True  # its sends are dropped from now on
                 cycle.message_event.set()
+                self._g_tell_gone()
             elif cycle is None or cycle.response_complete:
                 self.transport.write(response(status, message))
             # else: an earlier response is still being written; a status would corrupt it

@@ -12,12 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
 from infermeter.accumulators import GaugeChild
-from infermeter.guard import REJECTED, relay_cycle
+from infermeter.guard import DISCONNECTED, REJECTED, relay_cycle
 from infermeter.prices import Price
+from infermeter.proxy.deferred import Deferred
 from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_body
 from infermeter.proxy.headers import request_headers, response_headers
 from infermeter.proxy.recorder import OTHER_MODEL, Attrs, Recorder, Series
@@ -81,12 +83,14 @@ class _Exchange:
         "price",
         "series",
         "trace",
+        "whole",
     )
 
     def __init__(self, api: Api, path: str) -> None:
         self.api = api
         self.path = path
-        self.body = bytearray()
+        self.body = bytearray()  # a body being held, or the held prefix of a streamed one
+        self.whole: bytes | None = None  # the body, once held whole
         self.info: RequestInfo | None = None
         self.series: Series | None = None
         self.attrs: Attrs = ()  # the --attribute label values, from the request's headers
@@ -117,6 +121,7 @@ class ProxyApp:
         self._base_path = urlsplit(upstream).path.rstrip("/")
         client.origin(upstream)
         self._client = client
+        self._deferred = Deferred()  # what the relay measures, in batches
         self._recorder = recorder
         self._attributed = bool(recorder.attribution)
         self._strip = strip_headers  # request headers not forwarded (attribute headers)
@@ -147,15 +152,20 @@ class ProxyApp:
         """Resolve the (model, api) series once the request body has been read."""
         if exchange.series is None:
             if exchange.info is None:
-                exchange.info = parse_request_body(
-                    exchange.api, bytes(exchange.body), path=exchange.path
-                )
+                body = exchange.whole if exchange.whole is not None else bytes(exchange.body)
+                exchange.info = parse_request_body(exchange.api, body, path=exchange.path)
             exchange.series = self._recorder.series(exchange.info.model, exchange.api)
             exchange.price = self._recorder.price(exchange.info.model)
         return exchange.series
 
-    def _body_done(self, exchange: _Exchange, watch: Callable[[], None], body: bytes) -> None:
-        """The request is whole: it is in flight under its labels, and we watch the client."""
+    def _in_flight(self, exchange: _Exchange, body: bytes) -> None:
+        """The request is in flight under its labels (read from its body).
+
+        A held body is read for its model once it is on its way upstream (the client calls
+        this right after writing it, or before it waits for a connection): the upstream
+        starts work a JSON parse and a label lookup earlier, which is the added TTFT."""
+        if exchange.in_flight is not None:
+            return  # a request sent again on a new connection
         series = self._label(exchange)
         exchange.body = bytearray()
         exchange.in_flight = series.child("in_flight")
@@ -163,7 +173,6 @@ class ProxyApp:
         if exchange.trace is not None and exchange.info is not None:
             info = exchange.info
             exchange.trace.request(info.model, series.model, info.stream, body)
-        watch()
 
     async def _stream_body(
         self, first: bytes, receive: Receive, exchange: _Exchange, watch: Callable[[], None]
@@ -177,7 +186,8 @@ class ProxyApp:
             chunk, more = await _next_chunk(receive, exchange)
         if chunk:
             yield chunk
-        self._body_done(exchange, watch, bytes(exchange.body))  # the held prefix
+        self._in_flight(exchange, bytes(exchange.body))  # the held prefix
+        watch()
 
     async def _hold_body(self, first: bytes, receive: Receive, exchange: _Exchange) -> bool:
         """Read the body into memory before going upstream; False: it is larger than this
@@ -205,10 +215,16 @@ class ProxyApp:
 
         def watch() -> None:
             nonlocal watcher
-            watcher = asyncio.ensure_future(self._watch(receive, exchange, task))
+            if DISCONNECTED in scope:  # the server calls back: no task waiting on receive()
+                scope[DISCONNECTED] = partial(self._gone, exchange, task)
+            else:
+                watcher = asyncio.ensure_future(self._watch(receive, exchange, task))
 
         try:
             data = await self._request_body(receive, exchange, watch)
+            sent = None  # a streamed body is in flight once it has all gone (_stream_body)
+            if data is None or isinstance(data, bytes):
+                sent = partial(self._in_flight, exchange, data or b"")
         except ClientStreamAborted:
             self._release(exchange)
             self._finish_early(exchange, *_gone(scope), t0)
@@ -232,7 +248,7 @@ class ProxyApp:
             headers = exchange.trace.upstream_headers(headers)
         response: Response | None = None
         try:
-            answer = await self._send_upstream(scope["method"], target, headers, data)
+            answer = await self._send_upstream(scope["method"], target, headers, data, sent)
             if isinstance(answer, Failure):
                 if exchange.client_gone:  # the upload broke off: nobody to answer
                     self._finish_early(exchange, *_gone(scope), t0)
@@ -265,6 +281,8 @@ class ProxyApp:
             exchange.finished = True
             if watcher is not None:
                 watcher.cancel()
+            elif scope.get(DISCONNECTED) is not None:
+                scope[DISCONNECTED] = None  # the callback holds this exchange and task
             if response is not None:
                 response.release()
             if exchange.in_flight is not None:
@@ -288,8 +306,9 @@ class ProxyApp:
                 exchange.held = len(exchange.body)
                 return self._stream_body(prefix, receive, exchange, watch)
             body = bytes(exchange.body)
-        exchange.info = parse_request_body(exchange.api, body, path=exchange.path)
-        self._body_done(exchange, watch, body)
+            exchange.body = bytearray()
+        exchange.whole = body
+        watch()
         return body or None
 
     def _release(self, exchange: _Exchange) -> None:
@@ -298,11 +317,17 @@ class ProxyApp:
         exchange.held = 0
 
     async def _send_upstream(
-        self, method: str, target: str, headers: list[tuple[str, str]], data: Body
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        data: Body,
+        sent: Callable[[], None] | None = None,
     ) -> Response | Failure:
-        """The upstream's response head, or why there is none."""
+        """The upstream's response head, or why there is none; `sent()` runs once the
+        request is written."""
         try:
-            return await self._client.request(method, target, headers, data)
+            return await self._client.request(method, target, headers, data, sent)
         except (ConnectTimeout, ConnectError) as exc:
             return Failure(502, ErrorType.UPSTREAM_CONNECT, str(exc))
         except PoolTimeout as exc:
@@ -361,7 +386,12 @@ class ProxyApp:
     ) -> None:
         """Cancel the exchange as soon as the client goes away (no leaked upstream work)."""
         message = await receive()
-        if message["type"] == "http.disconnect" and not exchange.finished:
+        if message["type"] == "http.disconnect":
+            self._gone(exchange, task)
+
+    @staticmethod
+    def _gone(exchange: _Exchange, task: asyncio.Task[Any] | None) -> None:
+        if not exchange.finished:
             exchange.client_gone = True
             if task is not None:
                 task.cancel()
@@ -410,7 +440,7 @@ class ProxyApp:
         try:
             try:
                 if cycle is not None and cycle.chunked_encoding and not cycle.disconnected:
-                    response.relay(_Relay(cycle, response, measure))
+                    response.relay(_Relay(cycle, response, measure, self._deferred))
                     while not await response.relayed():  # False: the client is behind
                         await cycle.flow.drain()
                         response.resume()
@@ -418,6 +448,7 @@ class ProxyApp:
                     await _pump(response, send, measure)
             finally:
                 response.unrelay()
+                self._deferred.flush()  # this response's chunks are measured before it ends
                 meter, parser = measure.meter, measure.parser  # what is left to measure
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except Disconnected:
@@ -564,16 +595,19 @@ class _Measure:
 
 class _Relay:
     """The sink of a relayed response: called by the upstream connection with each body
-    chunk as it is parsed, it writes the chunk to the client (chunked framing), then
-    measures it; no ASGI message, no task wake-up. When the client's transport asks to
-    pause writing, the upstream stops being read (`Response.hold`) until the request task
-    has seen the client drain. It never raises (it runs inside the upstream protocol's
-    data_received)."""
+    chunk as it is parsed, it writes the chunk to the client (chunked framing) and hands
+    it, with its arrival time, to the next measuring batch (`Deferred`); no ASGI message,
+    no task wake-up. When the client's transport asks to pause writing, the upstream stops
+    being read (`Response.hold`) until the request task has seen the client drain. It never
+    raises (it runs inside the upstream protocol's data_received)."""
 
-    __slots__ = ("closing", "cycle", "flow", "measure", "response", "write")
+    __slots__ = ("closing", "cycle", "defer", "flow", "measure", "response", "write")
 
-    def __init__(self, cycle: RequestResponseCycle, response: Response, measure: _Measure) -> None:
+    def __init__(
+        self, cycle: RequestResponseCycle, response: Response, measure: _Measure, later: Deferred
+    ) -> None:
         self.cycle = cycle
+        self.defer = later.add
         self.flow = cycle.flow
         self.write = cycle.transport.write
         self.closing = cycle.transport.is_closing
@@ -590,7 +624,7 @@ class _Relay:
             self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             if self.flow.write_paused:
                 self.response.hold()
-        self.measure(chunk, now)
+        self.defer(self.measure, chunk, now)
 
 
 async def _pump(response: Response, send: Send, measure: _Measure) -> None:

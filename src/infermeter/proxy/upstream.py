@@ -558,9 +558,19 @@ class UpstreamClient:
 
     # --- requests -------------------------------------------------------------------------
     async def request(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: Body
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: Body,
+        sent: Callable[[], None] | None = None,
     ) -> Response:
         """Send a request and return once the response head is in.
+
+        `sent()` is called as soon as the request is written or, when no connection is
+        free at once, before waiting for one: the caller's bookkeeping then runs while the
+        upstream works, not before it starts. It must be idempotent (a request sent again
+        calls it again).
 
         A request on a reused connection that the upstream closed before answering is sent
         again once on a new connection (the upstream may have closed the idle connection
@@ -569,19 +579,27 @@ class UpstreamClient:
         A generation (POST) that reached the upstream is never sent again.
         """
         head, chunked = self._request_head(method, target, headers, body)
+        if sent is not None and not self._idle:
+            sent()  # a connect or a wait for the pool comes first
         conn = await self._acquire()
         try:
-            return await self._exchange(conn, method == "HEAD", head, body, chunked)
+            return await self._exchange(conn, method == "HEAD", head, body, chunked, sent)
         except Disconnected as exc:
             if not conn.reused or isinstance(body, AsyncIterator):
                 raise
             if not isinstance(exc, NotSent) and method not in IDEMPOTENT_METHODS:
                 raise
         conn = await self._acquire()
-        return await self._exchange(conn, method == "HEAD", head, body, chunked)
+        return await self._exchange(conn, method == "HEAD", head, body, chunked, sent)
 
     async def _exchange(
-        self, conn: _Connection, head_only: bool, head: bytes, body: Body, chunked: bool
+        self,
+        conn: _Connection,
+        head_only: bool,
+        head: bytes,
+        body: Body,
+        chunked: bool,
+        sent: Callable[[], None] | None = None,
     ) -> Response:
         response = conn.start(head_only)
         if self.total_timeout:
@@ -592,6 +610,8 @@ class UpstreamClient:
             )
         try:
             await self._send(conn, head, body, chunked)
+            if sent is not None:
+                sent()
             await response.head()
         except BaseException:
             conn.close()
