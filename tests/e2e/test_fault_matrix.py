@@ -1,7 +1,8 @@
 """The rest of the fault matrix: each fault, what the client sees, what is counted.
 
-The sidecar runs in-process (harness/inprocess.py), but for the GPU test: a process, as
-NVML (the fake library, its state file) is process-wide."""
+The sidecar runs in-process (harness/inprocess.py), but for two tests where the process is
+the point: the GPU test (NVML, the fake library and its state file, is process-wide) and the
+50 MB upload (the sidecar's own RSS shows the body was streamed, not held)."""
 
 from __future__ import annotations
 
@@ -158,7 +159,7 @@ def test_fifty_megabyte_upload_streams_through(tmp_path: Path) -> None:
                 headers={"content-type": "application/json"},
             ),
         )
-        with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
+        with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             response = httpx.post(
                 sidecar.proxy_url + "/v1/completions", content=payload, timeout=60,
                 headers={"content-type": "application/json"},
