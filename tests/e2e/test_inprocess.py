@@ -1,7 +1,8 @@
 """The in-process sidecar (harness/inprocess.py) leaves nothing behind and keeps logs apart.
 
 Most proxy tests run against it, so a leak would grow over the whole session: after each
-stop the test process must have the threads and open files it had before."""
+stop the test process must have the threads and open files it had before, tracing (OTLP
+exporters and their threads) included."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from harness.inprocess import run_inprocess
+from harness.otlp_receiver import otlp_receiver
 from harness.sidecar import read_until_cut, value, wait_for
 from harness.upstream import Script, scripted_upstream, sse
 
@@ -37,20 +39,27 @@ def settled_fds() -> int:
 
 
 def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None:
-    with scripted_upstream() as upstream:
+    with scripted_upstream() as upstream, otlp_receiver() as receiver:
         upstream.script(CHAT, Script([(0, sse(TOKEN))]))
         counts: tuple[int, int] | None = None
         root_level = logging.getLogger().level
-        for run, workers in enumerate(["1", "2", "1", "2", "1"]):
+        tracing = ("--otlp-endpoint", receiver.url, "--otlp-metrics")
+        runs = [("1", ()), ("2", tracing), ("1", ()), ("2", ()), ("1", tracing), ("2", tracing)]
+        for run, (workers, options) in enumerate(runs):
+            spans = len(receiver.spans())
             with run_inprocess(
-                tmp_path, "--no-gpu-metrics", "--workers", workers, upstream=upstream.url
-            ) as sidecar:
+                tmp_path, "--no-gpu-metrics", "--workers", workers, *options,
+                upstream=upstream.url, env={"OTEL_BSP_SCHEDULE_DELAY": "50"},
+            ) as sidecar:  # fmt: skip
                 with httpx.Client() as client:
                     response = client.post(sidecar.proxy_url + CHAT, json={"model": "m"})
                 assert response.status_code == 200
                 text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
                 assert value(text, "infermeter_workers_ready") == float(workers)
+                if options:  # its exporters ran
+                    wait_for(lambda n=spans: len(receiver.spans()) > n, what="the span")
             assert sidecar.stop() == 0
+            assert "OTLP export unfinished" not in sidecar.log()
             # the log is the sidecar's (as `infermeter serve` would write it)
             assert "proxy listening" in sidecar.log()
             assert "stopped" in sidecar.log()

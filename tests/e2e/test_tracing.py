@@ -1,4 +1,12 @@
-"""Traces of the real sidecar, exported over OTLP/HTTP to a receiver in the test."""
+"""Traces of the real sidecar, exported over OTLP/HTTP to a receiver in the test.
+
+They run the sidecar in-process (`run_inprocess`: real supervisor and workers, each with its
+own OpenTelemetry providers and exporters), but for two that need a process:
+- test_standard_otel_environment_alone_turns_tracing_on: the standard OTEL_* variables are
+  the process's environment (read from os.environ, as is OTEL_SERVICE_NAME);
+- test_unreachable_collector_does_not_hold_the_exit: the exit code and time after SIGTERM,
+  and no second, unbounded flush at interpreter exit, are the process's.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from harness.inprocess import run_inprocess
 from harness.otlp_receiver import Receiver, attributes, otlp_receiver
 from harness.sidecar import demo_upstream, free_port, run_sidecar, wait_for
 from harness.upstream import Script, scripted_upstream, sse
@@ -40,7 +49,7 @@ def test_span_follows_genai_conventions_and_joins_the_trace(tmp_path: Path) -> N
         del recorder_upstream
         with (
             demo_upstream(tmp_path) as upstream,
-            run_sidecar(
+            run_inprocess(
                 tmp_path,
                 "--no-gpu-metrics",
                 "--otlp-endpoint",
@@ -79,7 +88,7 @@ def test_span_follows_genai_conventions_and_joins_the_trace(tmp_path: Path) -> N
 def test_upstream_receives_the_new_context(tmp_path: Path) -> None:
     with scripted_upstream() as upstream, otlp_receiver() as receiver:
         upstream.script(CHAT, Script([(0, sse("[DONE]"))]))
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
             upstream=upstream.url, env=FAST_EXPORT,
         ) as sidecar:  # fmt: skip
@@ -117,7 +126,7 @@ def test_upstream_receives_the_new_context(tmp_path: Path) -> None:
 def test_error_spans(tmp_path: Path, script: Script, error_type: str) -> None:
     with scripted_upstream() as upstream, otlp_receiver() as receiver:
         upstream.script(CHAT, script)
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
             "--upstream-read-timeout", "0.5", upstream=upstream.url, env=FAST_EXPORT,
         ) as sidecar:  # fmt: skip
@@ -128,7 +137,7 @@ def test_error_spans(tmp_path: Path, script: Script, error_type: str) -> None:
 
 
 def test_upstream_unreachable_is_an_error_span(tmp_path: Path) -> None:
-    with otlp_receiver() as receiver, run_sidecar(
+    with otlp_receiver() as receiver, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
         upstream=f"http://127.0.0.1:{free_port()}", env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -147,7 +156,7 @@ def test_exemplars_link_histograms_to_exported_traces(tmp_path: Path, workers: s
         "infermeter_inter_token_latency_seconds",
         "infermeter_request_duration_seconds",
     )
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--workers", workers,
         upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -172,7 +181,7 @@ def test_exemplars_link_histograms_to_exported_traces(tmp_path: Path, workers: s
 
 
 def test_content_capture_is_opt_in_and_truncated(tmp_path: Path) -> None:
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--capture-content",
         "--capture-content-max-bytes", "300", upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -189,7 +198,7 @@ def test_content_capture_is_opt_in_and_truncated(tmp_path: Path) -> None:
 
 def test_sampling_ratio_zero_still_follows_a_sampled_parent(tmp_path: Path) -> None:
     parent = {"traceparent": f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"}
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
         "--trace-sample-ratio", "0", upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -225,7 +234,7 @@ def test_standard_otel_environment_alone_turns_tracing_on(tmp_path: Path) -> Non
 
 
 def test_otlp_metrics_use_genai_names(tmp_path: Path) -> None:
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--otlp-metrics",
         upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
