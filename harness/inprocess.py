@@ -45,10 +45,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from harness.sidecar import SIDECAR_ENV, SidecarClient, free_port, serving
+from aiohttp import web
+
+from harness.sidecar import READY_TIMEOUT, SIDECAR_ENV, SidecarClient, free_port, serving
 from infermeter import __version__, app, logs
 from infermeter.channel import read_settings
 from infermeter.cli import build_parser
+from infermeter.demo.upstream import DemoConfig, make_app
 from infermeter.net import StartupError
 from infermeter.proxy.errors import HideAbortedStreams
 from infermeter.runtime import loop_factory
@@ -379,3 +382,35 @@ def run_inprocess(
         sidecar.start()
         with serving(sidecar, ready):
             yield sidecar
+
+
+@contextmanager
+def inprocess_demo_upstream(config: DemoConfig | None = None) -> Iterator[str]:
+    """`harness.sidecar.demo_upstream` on a thread of this process: the same aiohttp app
+    (`infermeter.demo.upstream.make_app`, default settings as the command's), on a loopback
+    port and an event loop of its own; its URL. A start costs milliseconds instead of an
+    interpreter's imports. Its delays share the test process's GIL: fine for lower bounds
+    (never early), not for timing accuracy (`test_proxy_accuracy` keeps a process). Its
+    log lines go to no sidecar's log, as a process's would not."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    runner = web.AppRunner(make_app(config or DemoConfig()), shutdown_timeout=1.0)
+    loop = (loop_factory() or asyncio.new_event_loop)()
+    thread = threading.Thread(target=loop.run_forever, name="demo-upstream", daemon=True)
+    thread.start()
+    assert thread.ident is not None
+    _OWNED.add(thread.ident)
+
+    async def start() -> None:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+
+    try:
+        asyncio.run_coroutine_threadsafe(start(), loop).result(READY_TIMEOUT)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(STOP_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(STOP_TIMEOUT)
+        _OWNED.discard(thread.ident)
+        loop.close()
+        sock.close()

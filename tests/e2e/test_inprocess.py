@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.inprocess import run_inprocess
+from harness.inprocess import inprocess_demo_upstream, run_inprocess
 from harness.otlp_receiver import otlp_receiver
 from harness.sidecar import read_until_cut, value, wait_for
 from harness.upstream import Script, scripted_upstream, sse
@@ -69,6 +69,24 @@ def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None
             assert threading.active_count() == counts[0], (run, threading.enumerate())
             assert open_fds() == counts[1], run
             assert logging.getLogger().level == root_level  # set while it ran, then restored
+
+
+def test_the_inprocess_demo_upstream_leaves_no_thread_and_no_open_file() -> None:
+    counts: tuple[int, int] | None = None
+    for run in range(3):
+        with inprocess_demo_upstream() as upstream, httpx.Client() as client:
+            body = {
+                "model": "m",
+                "stream": True,
+                "max_tokens": 3,
+                "messages": [{"role": "user", "content": "x"}],
+            }
+            response = client.post(upstream + CHAT, json=body, headers={"x-demo-ttft": "0"})
+            assert response.status_code == 200
+            assert response.text.endswith("data: [DONE]\n\n")
+        counts = counts or (threading.active_count(), settled_fds())
+        assert threading.active_count() == counts[0], (run, threading.enumerate())
+        assert settled_fds() == counts[1], run
 
 
 def test_two_at_once_write_their_own_logs(tmp_path: Path) -> None:
