@@ -29,6 +29,8 @@ Process-global state, and how it is kept apart:
 
 Tests that need the process itself (signals, exit codes, workers' pids, rlimits, TLS
 upstreams, tracing switched on by the environment, GPUs) use `harness.sidecar.run_sidecar`.
+`inprocess_demo_upstream` is the demo upstream on a thread, for tests that bound its delays
+only from below.
 """
 
 from __future__ import annotations
@@ -43,21 +45,21 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
-
-from aiohttp import web
+from typing import IO, TYPE_CHECKING, Any
 
 from harness.sidecar import READY_TIMEOUT, SIDECAR_ENV, SidecarClient, free_port, serving
 from infermeter import __version__, app, logs
 from infermeter.channel import read_settings
 from infermeter.cli import build_parser
-from infermeter.demo.upstream import DemoConfig, make_app
 from infermeter.net import StartupError
 from infermeter.proxy.errors import HideAbortedStreams
 from infermeter.runtime import loop_factory
 from infermeter.settings import Settings, load_settings
 from infermeter.supervisor import WorkerProcess
 from infermeter.worker import Worker, make_worker
+
+if TYPE_CHECKING:  # imported when a test asks for the demo upstream (aiohttp: ~0.3 CPU-s)
+    from infermeter.demo.upstream import DemoConfig
 
 log = logging.getLogger("infermeter.inprocess")
 #: The OpenTelemetry SDK's export pacing (tests shorten it), which it reads from os.environ
@@ -183,7 +185,7 @@ class _SidecarLog(logging.Filter):
 _OWNED: set[int] = set()  # threads of every in-process sidecar running
 _running: list[tuple[logging.Handler, int]] = []  # each sidecar's handler and level
 _root_level: list[int] = []  # the root logger's level before the first of them
-_logs_lock = threading.Lock()
+_logs_lock = threading.Lock()  # guards the above, and the two below
 _pacing: list[dict[str, str]] = []  # each running sidecar's OTEL_PACING values
 _environ_before: dict[str, str | None] = {}  # os.environ's, before the first of them
 
@@ -392,6 +394,10 @@ def inprocess_demo_upstream(config: DemoConfig | None = None) -> Iterator[str]:
     interpreter's imports. Its delays share the test process's GIL: fine for lower bounds
     (never early), not for timing accuracy (`test_proxy_accuracy` keeps a process). Its
     log lines go to no sidecar's log, as a process's would not."""
+    from aiohttp import web
+
+    from infermeter.demo.upstream import DemoConfig, make_app
+
     sock = socket.create_server(("127.0.0.1", 0))
     runner = web.AppRunner(make_app(config or DemoConfig()), shutdown_timeout=1.0)
     loop = (loop_factory() or asyncio.new_event_loop)()
