@@ -12,16 +12,25 @@ Process-global state, and how it is kept apart:
 - logs: one handler on the root logger per sidecar, in the sidecar's format, into its own
   file; it takes the lines logged on the sidecar's own threads (supervisor and workers),
   and `infermeter.*` lines from helper threads (render, engine fetch) of any sidecar
-  running at the time. The root logger gets the sidecar's level (the lowest of those
+  running at the time, and the OpenTelemetry SDK's own lines (`opentelemetry.*`, from its
+  export threads). The root logger gets the sidecar's level (the lowest of those
   running) while one runs, and its old level back after;
-- no tracing (OpenTelemetry's providers are global), no NVML (`--no-gpu-metrics` only),
-  no environment but `INFERMETER_*` settings (read from a dict, never from os.environ);
+- tracing (`--otlp-endpoint` and its options): each worker builds its own TracerProvider,
+  MeterProvider and OTLP exporters (`infermeter.tracing`), never the global ones (the
+  global propagator is only read), and shuts them and their export threads down when it
+  stops; the SDK's fork hooks (weak references) stay registered, as they cannot be removed;
+- no NVML (`--no-gpu-metrics` only), no environment but `INFERMETER_*` settings (read from a
+  dict, never from os.environ) and the SDK's export pacing (`OTEL_PACING`, which the SDK
+  reads from os.environ: set there while the sidecar runs). The standard OTEL_* variables
+  that switch tracing on are a process's environment: tests of them run a process;
 - signal handlers and `gc.freeze()` stay the test process's (`Worker.run(stop=...)`);
 - each sidecar has its own prometheus_client registry; `disable_created_metrics()` is
   global and stays set, as the unit tests of the renderer set it anyway.
 
 Tests that need the process itself (signals, exit codes, workers' pids, rlimits, TLS
-upstreams, tracing, GPUs) use `harness.sidecar.run_sidecar`.
+upstreams, tracing switched on by the environment, GPUs) use `harness.sidecar.run_sidecar`.
+`inprocess_demo_upstream` is the demo upstream on a thread, for tests that bound its delays
+only from below.
 """
 
 from __future__ import annotations
@@ -36,9 +45,9 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from harness.sidecar import SIDECAR_ENV, SidecarClient, free_port, serving
+from harness.sidecar import READY_TIMEOUT, SIDECAR_ENV, SidecarClient, free_port, serving
 from infermeter import __version__, app, logs
 from infermeter.channel import read_settings
 from infermeter.cli import build_parser
@@ -49,7 +58,13 @@ from infermeter.settings import Settings, load_settings
 from infermeter.supervisor import WorkerProcess
 from infermeter.worker import Worker, make_worker
 
+if TYPE_CHECKING:  # imported when a test asks for the demo upstream (aiohttp: ~0.3 CPU-s)
+    from infermeter.demo.upstream import DemoConfig
+
 log = logging.getLogger("infermeter.inprocess")
+#: The OpenTelemetry SDK's export pacing (tests shorten it), which it reads from os.environ
+#: when a worker builds its exporters: the only variables but INFERMETER_* run_inprocess takes.
+OTEL_PACING = frozenset({"OTEL_BSP_SCHEDULE_DELAY", "OTEL_METRIC_EXPORT_INTERVAL"})
 #: How long stop() waits for the supervisor thread (drain timeout and exit grace are the
 #: sidecar's own bounds; this only bounds a hang).
 STOP_TIMEOUT = 60.0
@@ -151,8 +166,9 @@ class ThreadWorker:
 
 # --- logs ---------------------------------------------------------------------------------
 class _SidecarLog(logging.Filter):
-    """Lets through a sidecar's own lines: those of its threads, and `infermeter.*` lines of
-    helper threads (render, engine fetch), which no sidecar owns alone."""
+    """Lets through a sidecar's own lines: those of its threads, and `infermeter.*` and
+    `opentelemetry.*` lines of helper threads (render, engine fetch, OTLP export), which no
+    sidecar owns alone."""
 
     def __init__(self, threads: set[int]) -> None:
         super().__init__()
@@ -163,13 +179,15 @@ class _SidecarLog(logging.Filter):
             return True
         if record.thread is not None and record.thread in _OWNED:
             return False  # another sidecar's thread
-        return record.name == "infermeter" or record.name.startswith("infermeter.")
+        return record.name.split(".", 1)[0] in ("infermeter", "opentelemetry")
 
 
 _OWNED: set[int] = set()  # threads of every in-process sidecar running
 _running: list[tuple[logging.Handler, int]] = []  # each sidecar's handler and level
 _root_level: list[int] = []  # the root logger's level before the first of them
-_logs_lock = threading.Lock()
+_logs_lock = threading.Lock()  # guards the above, and the two below
+_pacing: list[dict[str, str]] = []  # each running sidecar's OTEL_PACING values
+_environ_before: dict[str, str | None] = {}  # os.environ's, before the first of them
 
 
 def _set_root_level() -> None:
@@ -202,6 +220,34 @@ def _detach(handler: logging.Handler) -> None:
             uvicorn_error.removeFilter(extra)
 
 
+@contextmanager
+def _otel_pacing(values: dict[str, str]) -> Iterator[None]:
+    """`values` (OTEL_PACING variables) in os.environ for the block; sidecars running at
+    once must agree on them (one environment), and the old values are back after the last."""
+    if not values:
+        yield
+        return
+    with _logs_lock:
+        if _pacing and any(os.environ.get(name) != value for name, value in values.items()):
+            raise ValueError(f"another in-process sidecar runs with other OTEL_* pacing: {values}")
+        for name, value in values.items():
+            _environ_before.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        _pacing.append(values)
+    try:
+        yield
+    finally:
+        with _logs_lock:
+            _pacing.remove(values)
+            if not _pacing:
+                for name, before in _environ_before.items():
+                    if before is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = before
+                _environ_before.clear()
+
+
 # --- the sidecar --------------------------------------------------------------------------
 class InProcessSidecar(SidecarClient):
     """`infermeter serve` with the settings `settings`, on threads of this process."""
@@ -210,8 +256,6 @@ class InProcessSidecar(SidecarClient):
         super().__init__(port, log, proxy_port)
         if settings.gpu_metrics:
             raise ValueError("in-process sidecars run with --no-gpu-metrics (NVML is global)")
-        if settings.otlp_endpoint is not None:
-            raise ValueError("tracing sets OpenTelemetry's global providers: run a process")
         self.settings = settings
         self.returncode: int | None = None
         self.workers: list[ThreadWorker] = []
@@ -320,18 +364,59 @@ def run_inprocess(
     upstream: str | None = None,
 ) -> Iterator[InProcessSidecar]:
     """`harness.sidecar.run_sidecar`, in-process: the same arguments (but those of a process:
-    NVML library, prefix, rlimits) and the same sidecar interface."""
+    NVML library, prefix, rlimits) and the same sidecar interface; `env`: INFERMETER_*
+    settings and the SDK's export pacing (`OTEL_PACING`) only."""
     port = free_port()
     proxy_port = None
     if upstream is not None:
         proxy_port = free_port()
         args = ("--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}", *args)
     environ = {**SIDECAR_ENV, **(env or {})}
-    foreign = [name for name in environ if not name.startswith("INFERMETER_")]
+    pacing = {name: value for name, value in environ.items() if name in OTEL_PACING}
+    foreign = [n for n in environ if not n.startswith("INFERMETER_") and n not in pacing]
     if foreign:
-        raise ValueError(f"an in-process sidecar reads only INFERMETER_* variables: {foreign}")
+        raise ValueError(
+            f"an in-process sidecar reads only INFERMETER_* and {sorted(OTEL_PACING)}: {foreign}"
+        )
     settings = parse_serve(["--metrics-listen", f"127.0.0.1:{port}", *args], environ)
     sidecar = InProcessSidecar(settings, port, tmp_path / f"sidecar-{port}.log", proxy_port)
-    sidecar.start()
-    with serving(sidecar, ready):
-        yield sidecar
+    with _otel_pacing(pacing):
+        sidecar.start()
+        with serving(sidecar, ready):
+            yield sidecar
+
+
+@contextmanager
+def inprocess_demo_upstream(config: DemoConfig | None = None) -> Iterator[str]:
+    """`harness.sidecar.demo_upstream` on a thread of this process: the same aiohttp app
+    (`infermeter.demo.upstream.make_app`, default settings as the command's), on a loopback
+    port and an event loop of its own; its URL. A start costs milliseconds instead of an
+    interpreter's imports. Its delays share the test process's GIL: fine for lower bounds
+    (never early), not for timing accuracy (`test_proxy_accuracy` keeps a process). Its
+    log lines go to no sidecar's log, as a process's would not."""
+    from aiohttp import web
+
+    from infermeter.demo.upstream import DemoConfig, make_app
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    runner = web.AppRunner(make_app(config or DemoConfig()), shutdown_timeout=1.0)
+    loop = (loop_factory() or asyncio.new_event_loop)()
+    thread = threading.Thread(target=loop.run_forever, name="demo-upstream", daemon=True)
+    thread.start()
+    assert thread.ident is not None
+    _OWNED.add(thread.ident)
+
+    async def start() -> None:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+
+    try:
+        asyncio.run_coroutine_threadsafe(start(), loop).result(READY_TIMEOUT)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(STOP_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(STOP_TIMEOUT)
+        _OWNED.discard(thread.ident)
+        loop.close()
+        sock.close()

@@ -1,6 +1,9 @@
 """The real sidecar re-exporting a real (loopback) engine's /metrics: the golden exposition
 of a vLLM engine, and an engine /metrics that turns slow, huge, malformed or gone while the
-proxy keeps serving: engine_up 0, the rest unaffected, one log line per outage."""
+proxy keeps serving: engine_up 0, the rest unaffected, one log line per outage.
+
+The sidecar runs in-process (`run_inprocess`: real supervisor, engine fetch and workers on
+threads of the test process); nothing here depends on the process itself."""
 
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ import httpx
 import pytest
 
 from harness.engine_server import FIXTURES, VLLM, answer, drip, engine
-from harness.sidecar import run_sidecar, stable_exposition, value
+from harness.inprocess import run_inprocess
+from harness.sidecar import stable_exposition, value
 from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +36,7 @@ FAST = ("--engine-metrics-interval", "0.2", "--engine-metrics-timeout", "0.5")
 def test_vllm_engine_golden_and_promtool(tmp_path: Path, update_golden: bool) -> None:
     with engine() as server:
         server.routes["/version"] = answer(b'{"version": "0.11.0"}')
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--engine-metrics", server.url + "/metrics", *FAST
         ) as sidecar:
             text = sidecar.wait_metric("infermeter_engine_up", 1.0)
@@ -62,7 +66,7 @@ def test_a_failing_engine_leaves_the_sidecar_unaffected(
 ) -> None:
     with scripted_upstream() as upstream, engine() as server:
         upstream.script(CHAT, Script([(0, sse(TOKEN, "[DONE]"))]))
-        with run_sidecar(
+        with run_inprocess(
             tmp_path,
             "--no-gpu-metrics",
             "--engine-metrics",
@@ -104,7 +108,7 @@ def test_default_auto_on_an_upstream_without_metrics(tmp_path: Path) -> None:
     """An Ollama-like upstream (404 on /metrics): no engine series, no alert, said once."""
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(TOKEN, "[DONE]"))]))
-        with run_sidecar(tmp_path, "--no-gpu-metrics", *FAST, upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, "--no-gpu-metrics", *FAST, upstream=upstream.url) as sidecar:
             httpx.post(sidecar.proxy_url + CHAT, json={"model": "m", "stream": True})
             time.sleep(1)
             text = sidecar.metrics()
@@ -117,7 +121,7 @@ def test_every_fixture_engine_is_recognised_by_the_sidecar(tmp_path: Path) -> No
     names = sorted(p.stem for p in FIXTURES.glob("*.prom"))
     with (
         engine() as server,
-        run_sidecar(
+        run_inprocess(
             tmp_path, "--no-gpu-metrics", "--engine-metrics", server.url + "/metrics", *FAST
         ) as sidecar,
     ):

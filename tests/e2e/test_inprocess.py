@@ -1,7 +1,8 @@
 """The in-process sidecar (harness/inprocess.py) leaves nothing behind and keeps logs apart.
 
 Most proxy tests run against it, so a leak would grow over the whole session: after each
-stop the test process must have the threads and open files it had before."""
+stop the test process must have the threads and open files it had before, tracing (OTLP
+exporters and their threads) included."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.inprocess import run_inprocess
+from harness.inprocess import inprocess_demo_upstream, run_inprocess
+from harness.otlp_receiver import otlp_receiver
 from harness.sidecar import read_until_cut, value, wait_for
 from harness.upstream import Script, scripted_upstream, sse
 
@@ -37,20 +39,27 @@ def settled_fds() -> int:
 
 
 def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None:
-    with scripted_upstream() as upstream:
+    with scripted_upstream() as upstream, otlp_receiver() as receiver:
         upstream.script(CHAT, Script([(0, sse(TOKEN))]))
         counts: tuple[int, int] | None = None
         root_level = logging.getLogger().level
-        for run, workers in enumerate(["1", "2", "1", "2", "1"]):
+        tracing = ("--otlp-endpoint", receiver.url, "--otlp-metrics")
+        runs = [("1", ()), ("2", tracing), ("1", ()), ("2", ()), ("1", tracing), ("2", tracing)]
+        for run, (workers, options) in enumerate(runs):
+            spans = len(receiver.spans())
             with run_inprocess(
-                tmp_path, "--no-gpu-metrics", "--workers", workers, upstream=upstream.url
-            ) as sidecar:
+                tmp_path, "--no-gpu-metrics", "--workers", workers, *options,
+                upstream=upstream.url, env={"OTEL_BSP_SCHEDULE_DELAY": "50"},
+            ) as sidecar:  # fmt: skip
                 with httpx.Client() as client:
                     response = client.post(sidecar.proxy_url + CHAT, json={"model": "m"})
                 assert response.status_code == 200
                 text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
                 assert value(text, "infermeter_workers_ready") == float(workers)
+                if options:  # its exporters ran
+                    wait_for(lambda n=spans: len(receiver.spans()) > n, what="the span")
             assert sidecar.stop() == 0
+            assert "OTLP export unfinished" not in sidecar.log()
             # the log is the sidecar's (as `infermeter serve` would write it)
             assert "proxy listening" in sidecar.log()
             assert "stopped" in sidecar.log()
@@ -60,6 +69,24 @@ def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None
             assert threading.active_count() == counts[0], (run, threading.enumerate())
             assert open_fds() == counts[1], run
             assert logging.getLogger().level == root_level  # set while it ran, then restored
+
+
+def test_the_inprocess_demo_upstream_leaves_no_thread_and_no_open_file() -> None:
+    counts: tuple[int, int] | None = None
+    for run in range(3):
+        with inprocess_demo_upstream() as upstream, httpx.Client() as client:
+            body = {
+                "model": "m",
+                "stream": True,
+                "max_tokens": 3,
+                "messages": [{"role": "user", "content": "x"}],
+            }
+            response = client.post(upstream + CHAT, json=body, headers={"x-demo-ttft": "0"})
+            assert response.status_code == 200
+            assert response.text.endswith("data: [DONE]\n\n")
+        counts = counts or (threading.active_count(), settled_fds())
+        assert threading.active_count() == counts[0], (run, threading.enumerate())
+        assert settled_fds() == counts[1], run
 
 
 def test_two_at_once_write_their_own_logs(tmp_path: Path) -> None:

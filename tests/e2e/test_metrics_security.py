@@ -3,7 +3,8 @@ secrets and credentials never reach the logs.
 
 The sidecar runs in-process (harness/inprocess.py), but in test_tls (TLS on a real
 `infermeter serve` start-up) and test_bad_security_settings_exit_2 (the command's exit
-code and stderr): processes."""
+code and stderr): processes. The demo upstream runs on a thread too
+(`inprocess_demo_upstream`); its log lines go to no sidecar's log, as a process's would not."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.inprocess import run_inprocess
-from harness.sidecar import INFERMETER, demo_upstream, free_port, wait_for
+from harness.inprocess import inprocess_demo_upstream, run_inprocess
+from harness.sidecar import INFERMETER, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -114,7 +115,7 @@ def test_credentials_and_prompts_never_reach_the_logs(tmp_path: Path) -> None:
     }
     prompt = "canary-prompt-0004"
     with (
-        demo_upstream(tmp_path) as upstream,
+        inprocess_demo_upstream() as upstream,
         run_inprocess(
             tmp_path, "--no-gpu-metrics", "--log-level", "debug", upstream=upstream
         ) as sidecar,

@@ -1,4 +1,14 @@
-"""Traces of the real sidecar, exported over OTLP/HTTP to a receiver in the test."""
+"""Traces of the real sidecar, exported over OTLP/HTTP to a receiver in the test.
+
+They run the sidecar in-process (`run_inprocess`: real supervisor and workers, each with its
+own OpenTelemetry providers and exporters), but for two that need a process:
+- test_standard_otel_environment_alone_turns_tracing_on: the standard OTEL_* variables are
+  the process's environment (read from os.environ, as is OTEL_SERVICE_NAME);
+- test_unreachable_collector_does_not_hold_the_exit: the exit code and time after SIGTERM,
+  and no second, unbounded flush at interpreter exit, are the process's.
+The demo upstream runs on a thread of the test process too (`inprocess_demo_upstream`): the
+tests only bound its delays from below.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +19,9 @@ import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from harness.inprocess import inprocess_demo_upstream, run_inprocess
 from harness.otlp_receiver import Receiver, attributes, otlp_receiver
-from harness.sidecar import demo_upstream, free_port, run_sidecar, wait_for
+from harness.sidecar import free_port, run_sidecar, wait_for
 from harness.upstream import Script, scripted_upstream, sse
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +50,8 @@ def test_span_follows_genai_conventions_and_joins_the_trace(tmp_path: Path) -> N
     with scripted_upstream() as recorder_upstream, otlp_receiver() as receiver:
         del recorder_upstream
         with (
-            demo_upstream(tmp_path) as upstream,
-            run_sidecar(
+            inprocess_demo_upstream() as upstream,
+            run_inprocess(
                 tmp_path,
                 "--no-gpu-metrics",
                 "--otlp-endpoint",
@@ -79,7 +90,7 @@ def test_span_follows_genai_conventions_and_joins_the_trace(tmp_path: Path) -> N
 def test_upstream_receives_the_new_context(tmp_path: Path) -> None:
     with scripted_upstream() as upstream, otlp_receiver() as receiver:
         upstream.script(CHAT, Script([(0, sse("[DONE]"))]))
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
             upstream=upstream.url, env=FAST_EXPORT,
         ) as sidecar:  # fmt: skip
@@ -117,7 +128,7 @@ def test_upstream_receives_the_new_context(tmp_path: Path) -> None:
 def test_error_spans(tmp_path: Path, script: Script, error_type: str) -> None:
     with scripted_upstream() as upstream, otlp_receiver() as receiver:
         upstream.script(CHAT, script)
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
             "--upstream-read-timeout", "0.5", upstream=upstream.url, env=FAST_EXPORT,
         ) as sidecar:  # fmt: skip
@@ -128,7 +139,7 @@ def test_error_spans(tmp_path: Path, script: Script, error_type: str) -> None:
 
 
 def test_upstream_unreachable_is_an_error_span(tmp_path: Path) -> None:
-    with otlp_receiver() as receiver, run_sidecar(
+    with otlp_receiver() as receiver, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
         upstream=f"http://127.0.0.1:{free_port()}", env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -147,7 +158,7 @@ def test_exemplars_link_histograms_to_exported_traces(tmp_path: Path, workers: s
         "infermeter_inter_token_latency_seconds",
         "infermeter_request_duration_seconds",
     )
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+    with otlp_receiver() as receiver, inprocess_demo_upstream() as upstream, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--workers", workers,
         upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -172,7 +183,7 @@ def test_exemplars_link_histograms_to_exported_traces(tmp_path: Path, workers: s
 
 
 def test_content_capture_is_opt_in_and_truncated(tmp_path: Path) -> None:
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+    with otlp_receiver() as receiver, inprocess_demo_upstream() as upstream, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--capture-content",
         "--capture-content-max-bytes", "300", upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -189,7 +200,7 @@ def test_content_capture_is_opt_in_and_truncated(tmp_path: Path) -> None:
 
 def test_sampling_ratio_zero_still_follows_a_sampled_parent(tmp_path: Path) -> None:
     parent = {"traceparent": f"00-{PARENT_TRACE}-{PARENT_SPAN}-01"}
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+    with otlp_receiver() as receiver, inprocess_demo_upstream() as upstream, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
         "--trace-sample-ratio", "0", upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -211,7 +222,7 @@ def test_sampling_ratio_zero_still_follows_a_sampled_parent(tmp_path: Path) -> N
 
 
 def test_standard_otel_environment_alone_turns_tracing_on(tmp_path: Path) -> None:
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream:
+    with otlp_receiver() as receiver, inprocess_demo_upstream() as upstream:
         env = {
             **FAST_EXPORT,
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
@@ -225,7 +236,7 @@ def test_standard_otel_environment_alone_turns_tracing_on(tmp_path: Path) -> Non
 
 
 def test_otlp_metrics_use_genai_names(tmp_path: Path) -> None:
-    with otlp_receiver() as receiver, demo_upstream(tmp_path) as upstream, run_sidecar(
+    with otlp_receiver() as receiver, inprocess_demo_upstream() as upstream, run_inprocess(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--otlp-metrics",
         upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
@@ -256,7 +267,7 @@ def test_unreachable_collector_does_not_hold_the_exit(tmp_path: Path) -> None:
     """SIGTERM with spans the collector never takes: the worker hands its figures over
     first, gives the exporter a bounded time, and the sidecar exits 0 (the SDK alone would
     retry with backoff for seconds, and again at exit)."""
-    with demo_upstream(tmp_path) as upstream, run_sidecar(
+    with inprocess_demo_upstream() as upstream, run_sidecar(
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", f"http://127.0.0.1:{free_port()}",
         upstream=upstream, env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},  # held until shutdown
     ) as sidecar:  # fmt: skip
