@@ -118,8 +118,19 @@ class _SerialLock:
         finally:
             fcntl.flock(self.main, fcntl.LOCK_UN)
 
+    def close(self) -> None:
+        self.turnstile.close()
+        self.main.close()
+
 
 _lock: _SerialLock | None = None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _lock
+    if _lock is not None:  # closed here, not left to the interpreter's exit (ResourceWarning)
+        _lock.close()
+        _lock = None
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)  # outside pytest-timeout: waiting is not the test

@@ -4,6 +4,12 @@ Slow clients are bounded by short configured timeouts (0.5 s) so the tests stay 
 defaults and their reasons are in the README's Security section. Memory bounds are
 asserted on the sidecar's RSS with generous margins (they hold an order of magnitude
 below what the same attacks cost before the limits).
+
+Every test runs against one and two proxy workers. Where the process is the point (the
+sidecar's RSS under an attack, an open-file limit, workers stopped with SIGSTOP) the sidecar
+is a process (`run_sidecar`); the protocol limits, refusals and labels are checked against
+the same supervisor and workers on threads of the test process (`run_inprocess`), on real
+loopback sockets.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.sidecar import Sidecar, run_sidecar, samples, value, wait_for
+from harness.inprocess import run_inprocess
+from harness.sidecar import Sidecar, SidecarClient, run_sidecar, samples, value, wait_for
 from harness.upstream import Script, ScriptedUpstream, scripted_upstream, sse
 from tests.e2e.hostile import (
     connect,
@@ -68,7 +75,7 @@ HOSTILE_MODELS = [
 def test_hostile_model_names_never_break_a_scrape(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
+        run_inprocess(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         upstream.script(CHAT, ok_script())
         port = port_of(sidecar.proxy_url)
@@ -154,7 +161,7 @@ def test_a_huge_header_is_cut_at_the_limit_on_both_ports_and_memory_stays_flat(
 def test_slow_and_silent_clients_are_timed_out_on_both_ports(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, *QUIET, *FAST, upstream=upstream.url) as sidecar,
+        run_inprocess(tmp_path, *QUIET, *FAST, upstream=upstream.url) as sidecar,
     ):
         upstream.script(CHAT, ok_script())
         proxy = port_of(sidecar.proxy_url)
@@ -294,7 +301,7 @@ def test_stalled_uploads_hold_no_upstream_connection_and_a_full_pool_answers_503
 def test_request_trailers_never_become_headers(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
+        run_inprocess(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         upstream.script(CHAT, ok_script())
         body = b'{"model": "m"}'
@@ -330,7 +337,7 @@ def test_a_post_the_upstream_read_and_dropped_is_not_sent_again(tmp_path: Path) 
 
     with (
         raw_upstream(handler) as upstream,
-        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
+        run_inprocess(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
         connect(port_of(sidecar.proxy_url)) as sock,
     ):
         sock.sendall(post(CHAT, b'{"model": "first"}'))
@@ -376,7 +383,7 @@ def test_bytes_beyond_a_complete_response_never_reach_the_next_client(tmp_path: 
 
     with (
         raw_upstream(handler) as upstream,
-        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
+        run_inprocess(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         port = port_of(sidecar.proxy_url)
         answers = [exchange(port, b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n") for _ in range(3)]
@@ -388,7 +395,7 @@ def test_bytes_beyond_a_complete_response_never_reach_the_next_client(tmp_path: 
 def test_junk_models_the_upstream_rejects_take_no_label_slot(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script(status=405, headers={"content-type": "application/json"}))
-        with run_sidecar(tmp_path, *QUIET, "--max-models", "4", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, *QUIET, "--max-models", "4", upstream=upstream.url) as sidecar:
             port = port_of(sidecar.proxy_url)
             for i in range(10):
                 assert status_of(exchange(port, post(CHAT, b'{"model": "junk-%d"}' % i))) == 405
@@ -401,7 +408,7 @@ def test_junk_models_the_upstream_rejects_take_no_label_slot(tmp_path: Path) -> 
 def test_an_allow_list_names_the_only_labelled_models(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, ok_script())
-        with run_sidecar(tmp_path, *QUIET, "--models", "a,b", upstream=upstream.url) as sidecar:
+        with run_inprocess(tmp_path, *QUIET, "--models", "a,b", upstream=upstream.url) as sidecar:
             port = port_of(sidecar.proxy_url)
             for model in (b"a", b"junk", b"b"):
                 exchange(port, post(CHAT, b'{"model": "%b"}' % model))
@@ -450,7 +457,7 @@ def test_a_malformed_body_is_counted_400_not_a_disconnect_and_logs_stay_short(
 ) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(
+        run_inprocess(
             tmp_path,
             *QUIET,
             "--otlp-endpoint",
@@ -481,13 +488,13 @@ class SharedSidecars:
     def __init__(self, tmp_path: Path, stack: ExitStack) -> None:
         self.tmp_path = tmp_path
         self.stack = stack
-        self.started: dict[str, tuple[ScriptedUpstream, Sidecar]] = {}
+        self.started: dict[str, tuple[ScriptedUpstream, SidecarClient]] = {}
 
-    def get(self, workers: str) -> tuple[ScriptedUpstream, Sidecar]:
+    def get(self, workers: str) -> tuple[ScriptedUpstream, SidecarClient]:
         if workers not in self.started:
             upstream = self.stack.enter_context(scripted_upstream())
             sidecar = self.stack.enter_context(
-                run_sidecar(
+                run_inprocess(
                     self.tmp_path,
                     *QUIET,
                     upstream=upstream.url,
@@ -536,7 +543,7 @@ def test_smuggling_attempts_and_ambiguous_hosts_are_refused(
 def test_absolute_form_and_foreign_host_go_only_to_the_upstream(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
-        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
+        run_inprocess(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
         upstream.script("/x", Script(chunks=[(0, b"here")]))
         answer = exchange(
