@@ -47,7 +47,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from harness.sidecar import READY_TIMEOUT, SIDECAR_ENV, SidecarClient, free_port, serving
+from harness.sidecar import READY_TIMEOUT, SIDECAR_ENV, SidecarClient, free_ports, serving
 from infermeter import __version__, app, logs
 from infermeter.channel import read_settings
 from infermeter.cli import build_parser
@@ -366,10 +366,10 @@ def run_inprocess(
     """`harness.sidecar.run_sidecar`, in-process: the same arguments (but those of a process:
     NVML library, prefix, rlimits) and the same sidecar interface; `env`: INFERMETER_*
     settings and the SDK's export pacing (`OTEL_PACING`) only."""
-    port = free_port()
+    port, listen = free_ports(2)
     proxy_port = None
     if upstream is not None:
-        proxy_port = free_port()
+        proxy_port = listen
         args = ("--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}", *args)
     environ = {**SIDECAR_ENV, **(env or {})}
     pacing = {name: value for name, value in environ.items() if name in OTEL_PACING}

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -31,9 +31,17 @@ READY_TIMEOUT = 30.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports: bound all at once, since the kernel may hand the
+    port just released to the next bind (a sidecar then got the same port twice)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "") -> T:
@@ -189,10 +197,10 @@ def run_sidecar(
 
     `prefix`: a command to run it under (e.g. taskset); `open_files`: its soft and hard
     limit on open files (as a container runtime may set)."""
-    port = free_port()
+    port, listen = free_ports(2)
     proxy_port = None
     if upstream is not None:
-        proxy_port = free_port()
+        proxy_port = listen
         args = ("--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}", *args)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("INFERMETER_")}
     environ["LD_LIBRARY_PATH"] = str(lib_dir) if lib_dir else str(tmp_path / "no-nvml-here")
