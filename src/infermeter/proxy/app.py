@@ -175,8 +175,12 @@ class ProxyApp:
             exchange.trace.request(info.model, series.model, info.stream, body)
 
     async def _stream_body(
-        self, first: bytes, receive: Receive, exchange: _Exchange, watch: Callable[[], None]
-    ) -> AsyncIterator[bytes]:
+        self,
+        first: bytes | bytearray,
+        receive: Receive,
+        exchange: _Exchange,
+        watch: Callable[[], None],
+    ) -> AsyncIterator[bytes | bytearray]:
         """Forward a request body that arrives in several messages, as it arrives."""
         chunk, more = first, True
         del first  # the held prefix must not outlive its write
@@ -290,7 +294,7 @@ class ProxyApp:
 
     async def _request_body(
         self, receive: Receive, exchange: _Exchange, watch: Callable[[], None]
-    ) -> bytes | AsyncIterator[bytes] | None:
+    ) -> Body:
         """The body to send: whole in memory when it fits, else a stream (held prefix first)."""
         first = await receive()
         if first["type"] == "http.disconnect":
@@ -299,9 +303,10 @@ class ProxyApp:
         body: bytes = first.get("body", b"")
         if first.get("more_body", False):
             if not await self._hold_body(body, receive, exchange):
-                # Too big to hold: send what we have, keep only what the model scan reads.
-                prefix = bytes(exchange.body)
-                del exchange.body[SCAN_LIMIT:]
+                # Too big to hold: send what we have, keep only what the model scan reads
+                # (the held buffer itself goes upstream: no copy of up to 8 MiB beside it).
+                prefix = exchange.body
+                exchange.body = prefix[:SCAN_LIMIT]
                 self._held -= exchange.held - len(exchange.body)
                 exchange.held = len(exchange.body)
                 return self._stream_body(prefix, receive, exchange, watch)

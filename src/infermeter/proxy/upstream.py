@@ -33,7 +33,7 @@ BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONN
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 
 RawHeaders = list[tuple[bytes, bytes]]
-Body = bytes | AsyncIterator[bytes] | None
+Body = bytes | AsyncIterator[bytes | bytearray] | None  # a streamed body: buffers as they come
 
 
 class UpstreamError(Exception):
@@ -659,8 +659,8 @@ class UpstreamClient:
                     continue
                 if conn.closed:
                     raise Disconnected("the upstream closed the connection during the upload")
-                if chunked:
-                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                if chunked:  # the chunk is not copied into a framed one (it may be 8 MiB)
+                    transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
                 else:
                     transport.write(chunk)
                 await conn.drain()
