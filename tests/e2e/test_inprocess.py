@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -29,13 +30,18 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def settled_fds() -> int:
-    """Once a server has closed its side of the connections a client closed (soon after)."""
-    counts = [open_fds()]
+def settled(count: Callable[[], int]) -> int:
+    """Once servers have closed their side of the connections a client closed, and their
+    handler threads (the scripted upstream's, the OTLP receiver's) have ended: soon after."""
+    counts = [count()]
     while len(counts) < 5 or len(set(counts[-5:])) > 1:
         time.sleep(0.05)
-        counts.append(open_fds())
+        counts.append(count())
     return counts[-1]
+
+
+def settled_fds() -> int:
+    return settled(open_fds)
 
 
 def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None:
@@ -65,8 +71,9 @@ def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None
             assert "stopped" in sidecar.log()
             # a closed socket leaves TIME_WAIT, not a descriptor: counts must be back now
             # (after the first run: uvloop opens one pipe per process, once)
-            counts = counts or (threading.active_count(), open_fds())
-            assert threading.active_count() == counts[0], (run, threading.enumerate())
+            threads = settled(threading.active_count)
+            counts = counts or (threads, open_fds())
+            assert threads == counts[0], (run, threading.enumerate())
             assert open_fds() == counts[1], run
             assert logging.getLogger().level == root_level  # set while it ran, then restored
 
@@ -84,8 +91,9 @@ def test_the_inprocess_demo_upstream_leaves_no_thread_and_no_open_file() -> None
             response = client.post(upstream + CHAT, json=body, headers={"x-demo-ttft": "0"})
             assert response.status_code == 200
             assert response.text.endswith("data: [DONE]\n\n")
-        counts = counts or (threading.active_count(), settled_fds())
-        assert threading.active_count() == counts[0], (run, threading.enumerate())
+        threads = settled(threading.active_count)
+        counts = counts or (threads, settled_fds())
+        assert threads == counts[0], (run, threading.enumerate())
         assert settled_fds() == counts[1], run
 
 
@@ -112,7 +120,7 @@ def test_a_busy_port_fails_start_up_with_exit_code_1(tmp_path: Path) -> None:
         run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as running,
     ):
         busy = running.proxy_url.rsplit(":", 1)[1]
-        threads, fds = threading.active_count(), settled_fds()
+        threads, fds = settled(threading.active_count), settled_fds()
         for _ in range(2):
             with run_inprocess(
                 tmp_path, "--no-gpu-metrics", "--listen", f"127.0.0.1:{busy}", ready=False,
@@ -121,5 +129,5 @@ def test_a_busy_port_fails_start_up_with_exit_code_1(tmp_path: Path) -> None:
                 wait_for(lambda: failing.exit_code() is not None, what="the exit")
                 assert failing.exit_code() == 1
             assert "cannot listen on listen" in failing.log()
-            assert threading.active_count() == threads
-            assert open_fds() == fds
+            assert settled(threading.active_count) == threads
+            assert settled_fds() == fds
