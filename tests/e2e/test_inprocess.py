@@ -44,15 +44,33 @@ def settled_fds() -> int:
     return settled(open_fds)
 
 
+def started_since(before: set[int | None]) -> list[threading.Thread]:
+    """Threads started after `before` was taken and still alive once the test servers'
+    handler threads have ended (a few seconds at most): the ones a stopped sidecar left.
+    Only those: under xdist the process also runs other tests' servers, whose daemon
+    threads come and go on their own."""
+    deadline = time.monotonic() + 5
+    while True:
+        alive = [t for t in threading.enumerate() if t.ident not in before]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def thread_ids() -> set[int | None]:
+    return {thread.ident for thread in threading.enumerate()}
+
+
 def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None:
     with scripted_upstream() as upstream, otlp_receiver() as receiver:
         upstream.script(CHAT, Script([(0, sse(TOKEN))]))
-        counts: tuple[int, int] | None = None
+        fds: int | None = None
         root_level = logging.getLogger().level
         tracing = ("--otlp-endpoint", receiver.url, "--otlp-metrics")
         runs = [("1", ()), ("2", tracing), ("1", ()), ("2", ()), ("1", tracing), ("2", tracing)]
         for run, (workers, options) in enumerate(runs):
             spans = len(receiver.spans())
+            before = thread_ids()
             with run_inprocess(
                 tmp_path, "--no-gpu-metrics", "--workers", workers, *options,
                 upstream=upstream.url, env={"OTEL_BSP_SCHEDULE_DELAY": "50"},
@@ -71,16 +89,16 @@ def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None
             assert "stopped" in sidecar.log()
             # a closed socket leaves TIME_WAIT, not a descriptor: counts must be back now
             # (after the first run: uvloop opens one pipe per process, once)
-            threads = settled(threading.active_count)
-            counts = counts or (threads, open_fds())
-            assert threads == counts[0], (run, threading.enumerate())
-            assert open_fds() == counts[1], run
+            assert started_since(before) == [], run
+            fds = fds or open_fds()
+            assert settled_fds() == fds, run
             assert logging.getLogger().level == root_level  # set while it ran, then restored
 
 
 def test_the_inprocess_demo_upstream_leaves_no_thread_and_no_open_file() -> None:
-    counts: tuple[int, int] | None = None
+    fds: int | None = None
     for run in range(3):
+        before = thread_ids()
         with inprocess_demo_upstream() as upstream, httpx.Client() as client:
             body = {
                 "model": "m",
@@ -91,10 +109,9 @@ def test_the_inprocess_demo_upstream_leaves_no_thread_and_no_open_file() -> None
             response = client.post(upstream + CHAT, json=body, headers={"x-demo-ttft": "0"})
             assert response.status_code == 200
             assert response.text.endswith("data: [DONE]\n\n")
-        threads = settled(threading.active_count)
-        counts = counts or (threads, settled_fds())
-        assert threads == counts[0], (run, threading.enumerate())
-        assert settled_fds() == counts[1], run
+        assert started_since(before) == [], run
+        fds = fds or settled_fds()
+        assert settled_fds() == fds, run
 
 
 def test_two_at_once_write_their_own_logs(tmp_path: Path) -> None:
@@ -120,8 +137,9 @@ def test_a_busy_port_fails_start_up_with_exit_code_1(tmp_path: Path) -> None:
         run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as running,
     ):
         busy = running.proxy_url.rsplit(":", 1)[1]
-        threads, fds = settled(threading.active_count), settled_fds()
+        fds = settled_fds()
         for _ in range(2):
+            before = thread_ids()
             with run_inprocess(
                 tmp_path, "--no-gpu-metrics", "--listen", f"127.0.0.1:{busy}", ready=False,
                 upstream=upstream.url,
@@ -129,5 +147,5 @@ def test_a_busy_port_fails_start_up_with_exit_code_1(tmp_path: Path) -> None:
                 wait_for(lambda: failing.exit_code() is not None, what="the exit")
                 assert failing.exit_code() == 1
             assert "cannot listen on listen" in failing.log()
-            assert settled(threading.active_count) == threads
+            assert started_since(before) == []
             assert settled_fds() == fds
