@@ -118,7 +118,6 @@ async def _run(requests: int, tokens: int) -> tuple[float, float, int]:
     log = logging.getLogger("bench.hot_path")
     transport = _Sink()
     flow = FlowControl(transport)
-    writer = getattr(guard, "chunk_writer", None)  # absent before the direct writer
     headers = [(b"host", b"bench"), (b"content-type", b"application/json")]
     events = 0.0
     started = time.process_time()
@@ -137,8 +136,7 @@ async def _run(requests: int, tokens: int) -> tuple[float, float, int]:
             "client": ("127.0.0.1", 40000),
             "server": ("127.0.0.1", 8000),
         }
-        if hasattr(guard, "DISCONNECTED"):  # what the guarded protocol offers every request
-            scope[guard.DISCONNECTED] = None
+        scope[guard.DISCONNECTED] = None  # what the guarded protocol offers every request
         cycle = RequestResponseCycle(
             scope=scope,  # type: ignore[arg-type]
             transport=transport,
@@ -155,8 +153,6 @@ async def _run(requests: int, tokens: int) -> tuple[float, float, int]:
         cycle.body = bytearray(BODY)
         cycle.more_body = False
         cycle.message_event.set()  # what the protocol does once the body is in
-        if writer is not None:
-            scope[guard.CHUNK_WRITER] = writer(cycle)
         task = asyncio.ensure_future(cycle.run_asgi(app))
         await upstream.asked.wait()
         upstream.asked.clear()
