@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 unit: $(STAMP)
-	$(PY) -m pytest
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest
 
 # Coverage of every process the tests start (supervisor, workers, upstreams): slower than
 # `make unit` (the tracer runs in every child) and not part of `make test`, whose timing-

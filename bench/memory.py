@@ -12,9 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
-
 from bench.tree import tree_rss
+from harness import http_client
 from harness.loadgen import request_bytes
 
 HELD_TTFT = 600.0  # the upstream's first token: far later than any measurement
@@ -32,7 +31,7 @@ async def rss_with_open_streams(
     for _, writer in connections:
         writer.write(request)
         await writer.drain()
-    async with httpx.AsyncClient(base_url=upstream, timeout=5) as client:
+    async with http_client.AsyncClient(base_url=upstream, timeout=5) as client:
         in_flight = 0
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from harness import http_client
 from harness.sidecar import free_port, wait_for
 
 CONFIG = """
@@ -87,7 +88,7 @@ def nginx_proxy(upstream: str) -> Iterator[tuple[str, int]]:
 
 def _up(url: str) -> bool:
     try:
-        return httpx.get(url + "/health", timeout=2).status_code == 200
+        return http_client.get(url + "/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 

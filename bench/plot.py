@@ -11,12 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display; before pyplot is imported
-
-import matplotlib.pyplot as plt
-
 PANELS = (("ttft", "added TTFT"), ("event_delay", "added per-event delay"))
 QUANTILES = (("p50", "-"), ("p99", "--"))
 COLOURS = {"infermeter": "tab:orange", "nginx": "tab:blue"}
@@ -24,6 +18,12 @@ EVENT_TARGET_MS = 5.0
 
 
 def latency_vs_concurrency(result: dict[str, Any], out: Path) -> None:
+    import matplotlib  # here, not at import: `bench.run` imports this module, and so does
+    # every xdist worker collecting the smoke test, which needs no matplotlib (~1 s of CPU)
+
+    matplotlib.use("Agg")  # files only, no display; before pyplot is imported
+    import matplotlib.pyplot as plt
+
     levels = sorted(result["latency"], key=int)
     x = [int(level) for level in levels]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110, sharey=True)

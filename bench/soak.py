@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 
+from harness import http_client
 from harness.loadgen import request_bytes
 from harness.sidecar import Sidecar, demo_upstream, run_sidecar, value
 
@@ -121,7 +121,7 @@ def run(requests: int, concurrency: int = 32, seed: int = 7) -> dict[str, object
             asyncio.run(drive(port, requests, concurrency, seed + 1))
             seconds = time.monotonic() - started
             after = settle(sidecar, up_port)
-            text = httpx.get(sidecar.url + "/metrics").text
+            text = http_client.get(sidecar.url + "/metrics").text
     total = sum(
         float(line.rsplit(" ", 1)[1])
         for line in text.splitlines()

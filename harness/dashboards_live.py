@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import yaml
 
+from harness import http_client
 from harness.fake_nvml import profiles
 from harness.sidecar import (
     Sidecar,
@@ -135,7 +136,7 @@ def run_prometheus(workdir: Path, sidecars: Mapping[str, SidecarClient]) -> Iter
         if proc.poll() is not None:
             raise AssertionError(f"prometheus exited:\n{log.read_text()[-3000:]}")
         try:
-            return httpx.get(url + "/-/ready", timeout=2).status_code == 200
+            return http_client.get(url + "/-/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -176,7 +177,7 @@ def _client(proxy: str, pod: Pod, stop: threading.Event, slow: threading.Event, 
     """One user of the pod: streaming chat, mostly well-behaved."""
     rng = random.Random(seed)
     url = proxy + "/v1/chat/completions"
-    with httpx.Client(timeout=30) as client:
+    with http_client.Client(timeout=30) as client:
         n = 0
         while not stop.is_set():
             n += 1

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import openai
 
+from harness import http_client
 from harness.fake_nvml import profiles
 from harness.fake_nvml.build import build
 from harness.sidecar import free_port
@@ -101,7 +102,7 @@ def waves(proxy: str, stop: threading.Event, capacity: int) -> None:
     }
 
     def user(until: float) -> None:
-        with httpx.Client(timeout=60) as client:
+        with http_client.Client(timeout=60) as client:
             while time.monotonic() < until and not stop.is_set():
                 try:
                     with client.stream("POST", proxy + "/v1/chat/completions", json=body) as r:

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
+from harness import yamls
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "infermeter"
@@ -76,7 +76,7 @@ def render(
 ) -> tuple[Manifest, ...]:
     """`helm template` of the chart (cached: the chart does not change during a run)."""
     out = helm(*template_args(values, sets, monitoring, kube_version)).stdout
-    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+    return tuple(doc for doc in yamls.load_all(out) if doc)
 
 
 def template_error(*sets: str) -> str:

@@ -20,6 +20,8 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness import http_client
+
 T = TypeVar("T")
 #: Environment every sidecar of this test session gets (a fixture may set
 #: INFERMETER_WORKERS here to run a whole module against several workers).
@@ -90,7 +92,7 @@ class SidecarClient:
         raise NotImplementedError
 
     def get(self, path: str, **headers: str) -> httpx.Response:
-        return httpx.get(self.url + path, headers=headers, timeout=5)
+        return http_client.get(self.url + path, headers=headers, timeout=5)
 
     def metrics(self, *names: str, fresh: bool = True) -> str:
         """The exposition; with names, only those families (prometheus_client's name[]).
@@ -254,7 +256,7 @@ def demo_upstream(tmp_path: Path, *args: str) -> Iterator[str]:
         if proc.poll() is not None:
             raise AssertionError(f"demo upstream exited:\n{log.read_text()}")
         try:
-            return httpx.get(url + "/health", timeout=2).status_code == 200
+            return http_client.get(url + "/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -292,7 +294,7 @@ def read_until_cut(url: str, body: object) -> tuple[bytes, BaseException | None]
     """POST a streaming request; return what arrived and the error that ended it, if any."""
     received: list[bytes] = []
     try:
-        with httpx.stream("POST", url, json=body, timeout=10) as response:
+        with http_client.stream("POST", url, json=body, timeout=10) as response:
             received.extend(response.iter_raw())
     except httpx.HTTPError as exc:
         return b"".join(received), exc

@@ -21,6 +21,7 @@ import httpx
 import openai
 import pytest
 
+from harness import http_client
 from harness.sidecar import free_port, wait_for
 
 ROOT = Path(__file__).parents[1]
@@ -37,10 +38,10 @@ class Upstream:
         self.log_path = log
 
     def post(self, path: str, body: object, **headers: str) -> httpx.Response:
-        return httpx.post(self.url + path, json=body, headers={**FAST, **headers}, timeout=10)
+        return http_client.post(self.url + path, json=body, headers={**FAST, **headers}, timeout=10)
 
     def stats(self) -> dict[str, int]:
-        data: dict[str, int] = httpx.get(self.url + "/demo/stats", timeout=5).json()
+        data: dict[str, int] = http_client.get(self.url + "/demo/stats", timeout=5).json()
         return data
 
 
@@ -74,7 +75,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
         if proc.poll() is not None:
             raise AssertionError(f"demo upstream exited {proc.returncode}:\n{log.read_text()}")
         try:
-            return httpx.get(server.url + "/health", timeout=1).status_code == 200
+            return http_client.get(server.url + "/health", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -107,7 +108,7 @@ def _sse_events(raw: bytes) -> list[bytes]:
 
 
 def _raw_stream(upstream: Upstream, path: str, body: dict[str, Any], **headers: str) -> bytes:
-    with httpx.stream(
+    with http_client.stream(
         "POST", upstream.url + path, json=body, headers={**FAST, **headers}, timeout=10
     ) as response:
         assert response.status_code == 200
@@ -308,7 +309,7 @@ def test_timing_headers_delay_tokens_never_early(upstream: Upstream) -> None:
     headers = {**FAST, "x-demo-ttft": "0.5", "x-demo-itl": "0.05"}
     arrivals: list[float] = []
     start = time.monotonic()
-    with httpx.stream(
+    with http_client.stream(
         "POST", upstream.url + "/v1/chat/completions", json=body, headers=headers, timeout=10
     ) as response:
         for line in response.iter_lines():
@@ -329,7 +330,7 @@ def test_bad_override_header_is_400(upstream: Upstream) -> None:
 
 
 def test_runtime_config_changes_the_next_request(upstream: Upstream, client: openai.OpenAI) -> None:
-    original = httpx.get(upstream.url + "/demo/config", timeout=5).json()
+    original = http_client.get(upstream.url + "/demo/config", timeout=5).json()
     assert original == {
         "ttft": 0.2,
         "itl": 0.02,
@@ -340,18 +341,22 @@ def test_runtime_config_changes_the_next_request(upstream: Upstream, client: ope
         "kv_capacity": 32,
     }
     try:
-        response = httpx.post(upstream.url + "/demo/config", json={"output_tokens": 3}, timeout=5)
+        response = http_client.post(
+            upstream.url + "/demo/config", json={"output_tokens": 3}, timeout=5
+        )
         assert response.status_code == 200
         assert response.json() == {**original, "output_tokens": 3}
         with client.chat.completions.create(model="m", messages=MESSAGES, stream=True) as s:
             content = [c for c in s if c.choices and c.choices[0].delta.content]
         assert len(content) == 3
-        assert httpx.get(upstream.url + "/demo/config", timeout=5).json()["output_tokens"] == 3
+        assert (
+            http_client.get(upstream.url + "/demo/config", timeout=5).json()["output_tokens"] == 3
+        )
     finally:
         settable = {
             k: original[k] for k in ("ttft", "itl", "output_tokens", "jitter", "kv_capacity")
         }
-        httpx.post(upstream.url + "/demo/config", json=settable, timeout=5).raise_for_status()
+        http_client.post(upstream.url + "/demo/config", json=settable, timeout=5).raise_for_status()
 
 
 @pytest.mark.parametrize(
@@ -369,11 +374,13 @@ def test_runtime_config_changes_the_next_request(upstream: Upstream, client: ope
     ],
 )
 def test_runtime_config_rejects_bad_values(upstream: Upstream, body: object) -> None:
-    before = httpx.get(upstream.url + "/demo/config", timeout=5).json()
-    response = httpx.post(upstream.url + "/demo/config", json=body, timeout=5)
+    before = http_client.get(upstream.url + "/demo/config", timeout=5).json()
+    response = http_client.post(upstream.url + "/demo/config", json=body, timeout=5)
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "BadRequestError"
-    assert httpx.get(upstream.url + "/demo/config", timeout=5).json() == before  # all or nothing
+    assert (
+        http_client.get(upstream.url + "/demo/config", timeout=5).json() == before
+    )  # all or nothing
 
 
 # --- errors and other endpoints -----------------------------------------------------------
@@ -381,7 +388,7 @@ def test_runtime_config_rejects_bad_values(upstream: Upstream, body: object) -> 
 
 @pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions", "/demo/config"])
 def test_invalid_json_is_a_400_in_openai_shape(upstream: Upstream, path: str) -> None:
-    response = httpx.post(
+    response = http_client.post(
         upstream.url + path,
         content=b'{"messages": [',
         headers={"content-type": "application/json"},
@@ -405,7 +412,7 @@ def test_missing_messages_or_prompt_raises_bad_request(client: openai.OpenAI) ->
 
 def test_models_and_health(upstream: Upstream, client: openai.OpenAI) -> None:
     assert [m.id for m in client.models.list()] == ["demo-model"]
-    assert httpx.get(upstream.url + "/health", timeout=5).status_code == 200
+    assert http_client.get(upstream.url + "/health", timeout=5).status_code == 200
 
 
 # --- disconnects, command line ------------------------------------------------------------
@@ -416,7 +423,7 @@ def test_client_disconnect_stops_generation(upstream: Upstream, phase: str) -> N
     slow = {"x-demo-ttft": "30" if phase.startswith("waiting") else "0", "x-demo-itl": "0.05"}
     body = {"model": "m", "messages": MESSAGES, "stream": True}
     before = upstream.stats()
-    with httpx.stream(
+    with http_client.stream(
         "POST",
         upstream.url + "/v1/chat/completions",
         json=body,

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from generate.dashboards import DASHBOARDS
 from generate.dashboards.query import legend, substitute
+from harness import yamls
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD_DIR = ROOT / "dashboards"
@@ -194,7 +194,7 @@ def test_every_metric_and_rule_a_dashboard_uses_exists() -> None:
     recorded = {
         rule["record"]
         for rules_file in ("recording-rules.yaml", "tests/budget-rules.yaml")
-        for group in yaml.safe_load((ROOT / "deploy/prometheus" / rules_file).read_text())["groups"]
+        for group in yamls.load((ROOT / "deploy/prometheus" / rules_file).read_text())["groups"]
         for rule in group["rules"]
     }
     missing = set()

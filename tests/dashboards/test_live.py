@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from generate.dashboards import DASHBOARDS
 from generate.dashboards.builder import Panel, Row
 from generate.dashboards.query import Prometheus, PrometheusError, label_values, run
+from harness import yamls
 from harness.dashboards_live import PRICES, TEAMS, drive, live
 from infermeter.prices import parse
 
@@ -117,7 +117,7 @@ def test_preview_draws_every_dashboard(observed: Observed, tmp_path: Path) -> No
 def test_each_team_pays_its_tokens_times_the_price(observed: Observed) -> None:
     """Through the real sidecars and Prometheus: a team's cost is exactly the tokens the
     upstream reported for it times the prices file's price of each model."""
-    book = parse(yaml.safe_load(PRICES))
+    book = parse(yamls.load(PRICES))
     prometheus = Prometheus(observed.prometheus)
     at = observed.end + 1.0  # after the last scrape of the finished workload
 

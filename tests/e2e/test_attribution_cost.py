@@ -7,10 +7,10 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from generate.dashboards.query import Prometheus
+from harness import http_client
 from harness.dashboards_live import run_prometheus
 from harness.inprocess import run_inprocess
 from harness.loadgen import Sample, one_stream
@@ -67,13 +67,13 @@ def test_two_teams_pay_exactly_tokens_times_price(tmp_path: Path) -> None:
             b = {"X-Team": "team-b", "X-Feature": "chat"}
             body = {"model": "llama-3.1-8b-instruct", "stream": True}
             for _ in range(3):
-                httpx.post(proxy + chat, json=body, headers=a).raise_for_status()
+                http_client.post(proxy + chat, json=body, headers=a).raise_for_status()
             for _ in range(2):
-                httpx.post(
+                http_client.post(
                     proxy + "/v1/completions", json={"model": "qwen-7b"}, headers=b
                 ).raise_for_status()
-            httpx.post(proxy + "/est" + chat, json=body, headers=b).raise_for_status()
-            httpx.post(proxy + chat, json=body).raise_for_status()  # no team: "none"
+            http_client.post(proxy + "/est" + chat, json=body, headers=b).raise_for_status()
+            http_client.post(proxy + chat, json=body).raise_for_status()  # no team: "none"
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, team="none")
             log = sidecar.log()
             spent = spend_in_prometheus(tmp_path, sidecar)
@@ -135,7 +135,7 @@ def test_headers_are_forwarded_unless_stripped(tmp_path: Path) -> None:
         with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--attribute", "team=X-Team", upstream=upstream.url
         ) as sidecar:
-            httpx.post(
+            http_client.post(
                 sidecar.proxy_url + "/v1/chat/completions",
                 json={"model": "m", "stream": True},
                 headers={"X-Team": "ads"},

@@ -13,9 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from harness import http_client
 from harness.engine_server import FIXTURES, VLLM, answer, drip, engine
 from harness.inprocess import run_inprocess
 from harness.sidecar import stable_exposition, value
@@ -89,7 +89,9 @@ def test_a_failing_engine_leaves_the_sidecar_unaffected(
             assert value(text, "infermeter_engine_requests_waiting", model=MODEL) is None
             assert value(text, "infermeter_collector_success", collector="engine") == 0
             for _ in range(3):  # the proxy and the rest of /metrics carry on
-                sent = httpx.post(sidecar.proxy_url + CHAT, json={"model": "m", "stream": True})
+                sent = http_client.post(
+                    sidecar.proxy_url + CHAT, json={"model": "m", "stream": True}
+                )
                 assert sent.status_code == 200
             text = sidecar.wait_metric("infermeter_requests_total", 3.0, model="m", code="200")
             assert value(text, "infermeter_process_up", process="sidecar") == 1
@@ -109,7 +111,7 @@ def test_default_auto_on_an_upstream_without_metrics(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(TOKEN, "[DONE]"))]))
         with run_inprocess(tmp_path, "--no-gpu-metrics", *FAST, upstream=upstream.url) as sidecar:
-            httpx.post(sidecar.proxy_url + CHAT, json={"model": "m", "stream": True})
+            http_client.post(sidecar.proxy_url + CHAT, json={"model": "m", "stream": True})
             time.sleep(1)
             text = sidecar.metrics()
             assert upstream.metrics_polls >= 2

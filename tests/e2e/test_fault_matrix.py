@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness import http_client
 from harness.fake_nvml import profiles
 from harness.inprocess import run_inprocess
 from harness.sidecar import demo_upstream, read_until_cut, run_sidecar, value
@@ -92,7 +93,7 @@ def test_chunked_response_with_trailers(tmp_path: Path) -> None:
         raw_upstream(response) as url,
         run_inprocess(tmp_path, "--no-gpu-metrics", upstream=url) as sidecar,
     ):
-        proxied = httpx.post(sidecar.proxy_url + CHAT, json=BODY)
+        proxied = http_client.post(sidecar.proxy_url + CHAT, json=BODY)
         text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
     assert proxied.content == events  # trailers are dropped: ASGI servers cannot send them
     assert value(text, "infermeter_time_to_first_token_seconds_count", model="m") == 1.0
@@ -110,7 +111,7 @@ def test_huge_response_headers_pass(tmp_path: Path) -> None:
             ),
         )
         with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
-            response = httpx.post(sidecar.proxy_url + CHAT, json=BODY)
+            response = http_client.post(sidecar.proxy_url + CHAT, json=BODY)
     assert response.status_code == 200
     assert response.headers["x-big"] == big
 
@@ -145,7 +146,7 @@ def test_malformed_http_gets_400_and_the_proxy_keeps_serving(tmp_path: Path) -> 
                 raw.sendall(b"GARBAGE \x00\x01 NOT HTTP\r\n\r\n")
                 answer = raw.recv(65536)
             assert answer.startswith(b"HTTP/1.1 400")
-            assert httpx.post(sidecar.proxy_url + CHAT, json=BODY).status_code == 200
+            assert http_client.post(sidecar.proxy_url + CHAT, json=BODY).status_code == 200
     assert upstream.seen[0].path == CHAT  # the garbage never reached the upstream
 
 
@@ -160,7 +161,7 @@ def test_fifty_megabyte_upload_streams_through(tmp_path: Path) -> None:
             ),
         )
         with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
-            response = httpx.post(
+            response = http_client.post(
                 sidecar.proxy_url + "/v1/completions", content=payload, timeout=60,
                 headers={"content-type": "application/json"},
             )  # fmt: skip
@@ -187,7 +188,7 @@ def test_gpu_lost_under_load_never_disturbs_the_traffic(
         statuses: list[int] = []
 
         async def traffic() -> None:
-            async with httpx.AsyncClient(timeout=30) as client:
+            async with http_client.AsyncClient(timeout=30) as client:
                 for i in range(60):
                     if i == 20:
                         devices[1]["fault"] = "GPU_IS_LOST"

@@ -11,9 +11,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
+from harness import http_client
 from harness.dashboards_live import run_prometheus
 from harness.fake_nvml import profiles
 from harness.golden import VOLATILE
@@ -141,11 +141,11 @@ def _run(prometheus: str, query: str) -> list[object]:
     found = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
     if found:
         selector, label = found.groups()
-        response = httpx.get(
+        response = http_client.get(
             f"{prometheus}/api/v1/label/{label}/values", params={"match[]": selector}, timeout=5
         )
     else:
-        response = httpx.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=5)
+        response = http_client.get(f"{prometheus}/api/v1/query", params={"query": query}, timeout=5)
     response.raise_for_status()
     body = response.json()
     assert body["status"] == "success", body

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
+from harness import http_client
 from harness.inprocess import run_inprocess
 from harness.sidecar import Sidecar, SidecarClient, run_sidecar, samples, value, wait_for
 from harness.upstream import Script, ScriptedUpstream, scripted_upstream, sse
@@ -84,8 +84,8 @@ def test_hostile_model_names_never_break_a_scrape(tmp_path: Path) -> None:
         for body in bodies:
             assert status_of(exchange(port, post(CHAT, body))) == 200
         wait_for(lambda: _requests(sidecar.metrics()) == len(bodies), what="every request counted")
-        text = httpx.get(sidecar.url + "/metrics", timeout=5)
-        om = httpx.get(
+        text = http_client.get(sidecar.url + "/metrics", timeout=5)
+        om = http_client.get(
             sidecar.url + "/metrics",
             headers={"Accept": "application/openmetrics-text; version=1.0.0"},
             timeout=5,

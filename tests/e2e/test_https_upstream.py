@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 import trustme
 from aiohttp import web
 
+from harness import http_client
 from harness.sidecar import free_port, run_sidecar
 from infermeter.demo.upstream import DemoConfig, make_app
 
@@ -61,7 +61,9 @@ def test_streams_through_a_verified_tls_upstream(tmp_path: Path) -> None:
             tmp_path, "--no-gpu-metrics", upstream=upstream, env={"SSL_CERT_FILE": str(ca_file)}
         ) as sidecar,
     ):
-        response = httpx.post(sidecar.proxy_url + "/v1/chat/completions", json=BODY, timeout=10)
+        response = http_client.post(
+            sidecar.proxy_url + "/v1/chat/completions", json=BODY, timeout=10
+        )
         text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
     assert response.status_code == 200
     assert response.text.endswith("data: [DONE]\n\n")
@@ -73,7 +75,9 @@ def test_an_untrusted_tls_upstream_is_a_502_naming_the_verification(tmp_path: Pa
         tls_upstream(trustme.CA()) as upstream,
         run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream) as sidecar,
     ):
-        response = httpx.post(sidecar.proxy_url + "/v1/chat/completions", json=BODY, timeout=10)
+        response = http_client.post(
+            sidecar.proxy_url + "/v1/chat/completions", json=BODY, timeout=10
+        )
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["type"] == "upstream_connect"

@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 
+from harness import http_client
 from harness.inprocess import inprocess_demo_upstream, run_inprocess
 from harness.otlp_receiver import otlp_receiver
 from harness.sidecar import read_until_cut, value, wait_for
@@ -75,7 +75,7 @@ def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None
                 tmp_path, "--no-gpu-metrics", "--workers", workers, *options,
                 upstream=upstream.url, env={"OTEL_BSP_SCHEDULE_DELAY": "50"},
             ) as sidecar:  # fmt: skip
-                with httpx.Client() as client:
+                with http_client.Client() as client:
                     response = client.post(sidecar.proxy_url + CHAT, json={"model": "m"})
                 assert response.status_code == 200
                 text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
@@ -99,7 +99,7 @@ def test_the_inprocess_demo_upstream_leaves_no_thread_and_no_open_file() -> None
     fds: int | None = None
     for run in range(3):
         before = thread_ids()
-        with inprocess_demo_upstream() as upstream, httpx.Client() as client:
+        with inprocess_demo_upstream() as upstream, http_client.Client() as client:
             body = {
                 "model": "m",
                 "stream": True,

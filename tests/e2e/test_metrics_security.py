@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness import http_client
 from harness.inprocess import inprocess_demo_upstream, run_inprocess
 from harness.sidecar import INFERMETER, free_port, wait_for
 
@@ -35,9 +36,9 @@ def test_basic_auth(tmp_path: Path) -> None:
     ) as sidecar:  # fmt: skip
         sidecar.wait_ready()  # /readyz needs no credentials (kubelet probes)
         assert sidecar.get("/healthz").status_code == 200
-        denied = httpx.get(sidecar.url + "/metrics")
-        wrong = httpx.get(sidecar.url + "/metrics", auth=("prom", "nope"))
-        allowed = httpx.get(sidecar.url + "/metrics", auth=("prom", "s3cret-pw"))
+        denied = http_client.get(sidecar.url + "/metrics")
+        wrong = http_client.get(sidecar.url + "/metrics", auth=("prom", "nope"))
+        allowed = http_client.get(sidecar.url + "/metrics", auth=("prom", "s3cret-pw"))
     assert denied.status_code == 401
     assert denied.headers["www-authenticate"] == 'Basic realm="infermeter"'
     assert wrong.status_code == 401
@@ -51,11 +52,11 @@ def test_bearer_token(tmp_path: Path) -> None:
     with run_inprocess(
         tmp_path, "--no-gpu-metrics", "--metrics-bearer-token-file", str(token)
     ) as sidecar:
-        assert httpx.get(sidecar.url + "/metrics").status_code == 401
+        assert http_client.get(sidecar.url + "/metrics").status_code == 401
         bad = {"Authorization": "Bearer tok-124"}
-        assert httpx.get(sidecar.url + "/metrics", headers=bad).status_code == 401
+        assert http_client.get(sidecar.url + "/metrics", headers=bad).status_code == 401
         good = {"Authorization": "Bearer tok-123"}
-        assert httpx.get(sidecar.url + "/metrics", headers=good).status_code == 200
+        assert http_client.get(sidecar.url + "/metrics", headers=good).status_code == 200
 
 
 def test_tls(tmp_path: Path) -> None:
@@ -77,7 +78,7 @@ def test_tls(tmp_path: Path) -> None:
         def scrape() -> httpx.Response | None:
             try:
                 trust = ssl.create_default_context(cafile=str(cert))
-                return httpx.get(f"https://127.0.0.1:{port}/metrics", verify=trust)
+                return http_client.get(f"https://127.0.0.1:{port}/metrics", verify=trust)
             except httpx.ConnectError:
                 return None
 
@@ -85,7 +86,7 @@ def test_tls(tmp_path: Path) -> None:
         assert response.status_code == 200
         assert "infermeter_build_info" in response.text
         with pytest.raises(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+            http_client.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -121,8 +122,8 @@ def test_credentials_and_prompts_never_reach_the_logs(tmp_path: Path) -> None:
         ) as sidecar,
     ):
         body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": prompt}]}
-        httpx.post(sidecar.proxy_url + "/v1/chat/completions", json=body, headers=canaries)
-        httpx.post(
+        http_client.post(sidecar.proxy_url + "/v1/chat/completions", json=body, headers=canaries)
+        http_client.post(
             sidecar.proxy_url + "/v1/chat/completions",
             content=b"{bad json " + prompt.encode(),
             headers=canaries,

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness import http_client
 from harness.inprocess import run_inprocess
 from harness.sidecar import free_port, read_until_cut, samples, value, wait_for
 from harness.upstream import Script, scripted_upstream, sse
@@ -28,7 +29,7 @@ def errors(text: str, error_type: str) -> float | None:
 def test_upstream_refused_gives_502_json_naming_the_upstream(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=dead) as sidecar:
-        response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
+        response = http_client.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
         text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="502")
     assert response.status_code == 502
     error = response.json()["error"]
@@ -46,7 +47,7 @@ def test_upstream_silent_gives_504(tmp_path: Path) -> None:
         with run_inprocess(
             tmp_path, "--no-gpu-metrics", "--upstream-read-timeout", "0.5", upstream=upstream.url
         ) as sidecar:
-            response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
+            response = http_client.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="504")
     assert response.status_code == 504
     assert response.json()["error"]["type"] == "upstream_timeout"
@@ -72,7 +73,7 @@ def test_stream_cut_before_done_is_truncated(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(ROLE, TOKEN, TOKEN))]))  # clean end, no [DONE]
         with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
-            response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
+            response = http_client.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
     assert response.content == sse(ROLE, TOKEN, TOKEN)
     assert errors(text, "stream_truncated") == 1.0
@@ -83,7 +84,7 @@ def test_error_event_in_a_200_stream_is_a_stream_error(tmp_path: Path) -> None:
     with scripted_upstream() as upstream:
         upstream.script(CHAT, Script([(0, sse(ROLE, TOKEN)), (0.01, sse(failure, "[DONE]"))]))
         with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
-            response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
+            response = http_client.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="200")
     assert response.content == sse(ROLE, TOKEN) + sse(failure, "[DONE]")
     assert errors(text, "stream_error") == 1.0
@@ -100,7 +101,7 @@ def test_upstream_http_errors_pass_through(tmp_path: Path, status: int, error_ty
             CHAT, Script([(0, body)], status=status, headers={"content-type": "application/json"})
         )
         with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
-            response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
+            response = http_client.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code=str(status))
     assert (response.status_code, response.content) == (status, body)
     assert errors(text, error_type) == 1.0
@@ -111,7 +112,9 @@ def test_client_disconnect_cancels_the_upstream_request(tmp_path: Path) -> None:
         chunks = [(0, sse(ROLE, TOKEN))] + [(0.05, sse(TOKEN))] * 200  # a 10 s stream
         upstream.script(CHAT, Script(chunks))
         with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
-            with httpx.stream("POST", sidecar.proxy_url + CHAT, json=BODY, timeout=10) as response:
+            with http_client.stream(
+                "POST", sidecar.proxy_url + CHAT, json=BODY, timeout=10
+            ) as response:
                 for _ in response.iter_raw():
                     break  # read the first chunk, then hang up
             started = time.monotonic()
@@ -131,7 +134,7 @@ def test_client_disconnect_while_waiting_for_the_first_byte(tmp_path: Path) -> N
         upstream.script(CHAT, Script(head_delay=30))
         with run_inprocess(tmp_path, "--no-gpu-metrics", upstream=upstream.url) as sidecar:
             with pytest.raises(httpx.ReadTimeout):
-                httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=0.5)
+                http_client.post(sidecar.proxy_url + CHAT, json=BODY, timeout=0.5)
             wait_for(lambda: upstream.seen and upstream.seen[0].gone.is_set(), 5, "upstream cancel")
             text = sidecar.wait_metric(
                 "infermeter_request_errors_total", 1.0, error_type="client_disconnect"

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
+from harness import http_client
 from harness.inprocess import run_inprocess
 from harness.sidecar import SidecarClient, samples, value
 from harness.upstream import Script, ScriptedUpstream, scripted_upstream
@@ -106,7 +106,9 @@ def rig(
 def request(base: str, case: Case, encoding: str | None = None) -> bytes:
     body = {"model": case.model, "stream": case.streaming, "messages": [], "prompt": "p"}
     headers = {"x-case": case.model}
-    with httpx.stream("POST", base + case.path, json=body, headers=headers, timeout=10) as response:
+    with http_client.stream(
+        "POST", base + case.path, json=body, headers=headers, timeout=10
+    ) as response:
         return b"".join(response.iter_raw())
 
 

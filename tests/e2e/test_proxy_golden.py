@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
+from harness import http_client
 from harness.inprocess import run_inprocess
 from harness.sidecar import stable_exposition
 from harness.upstream import Script, scripted_upstream, sse
@@ -74,11 +74,13 @@ def test_workload_golden_and_promtool(tmp_path: Path, update_golden: bool) -> No
         ) as sidecar:
             proxy = sidecar.proxy_url
             for model in ("llama", "llama", "qwen", "mistral", "phi"):
-                httpx.post(proxy + chat, json={"model": model, "stream": True}).raise_for_status()
-            httpx.post(proxy + "/v1/completions", json={"model": "llama", "stream": True})
-            httpx.post(proxy + "/api/generate", json={"model": "llama3"})
-            httpx.get(proxy + "/v1/models")
-            httpx.post(proxy + "/bad", json={})
+                http_client.post(
+                    proxy + chat, json={"model": model, "stream": True}
+                ).raise_for_status()
+            http_client.post(proxy + "/v1/completions", json={"model": "llama", "stream": True})
+            http_client.post(proxy + "/api/generate", json={"model": "llama3"})
+            http_client.get(proxy + "/v1/models")
+            http_client.post(proxy + "/bad", json={})
             text = sidecar.wait_metric("infermeter_requests_total", 1.0, code="400")
     assert_golden(text, GOLDEN, update_golden)
 
@@ -113,10 +115,10 @@ def test_attribution_and_prices_golden(tmp_path: Path, update_golden: bool) -> N
             proxy = sidecar.proxy_url
             ads = {"X-Team": "ads", "X-Feature": "search"}
             for model, headers in (("llama", ads), ("qwen", ads), ("llama", {"X-Team": "a b"})):
-                httpx.post(
+                http_client.post(
                     proxy + chat, json={"model": model, "stream": True}, headers=headers
                 ).raise_for_status()
-            httpx.post(proxy + "/v1/completions", json={"model": "llama", "stream": True})
+            http_client.post(proxy + "/v1/completions", json={"model": "llama", "stream": True})
             text = sidecar.wait_metric(
                 "infermeter_requests_total", 1.0, api="completions", team="none"
             )

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness import http_client
 from harness.sidecar import run_sidecar, wait_for
 from harness.upstream import Script, scripted_upstream, sse
 
@@ -23,7 +24,7 @@ def stream_in_background(
 ) -> threading.Thread:
     def run() -> None:
         try:
-            with httpx.stream("POST", url, json=BODY, timeout=30) as response:
+            with http_client.stream("POST", url, json=BODY, timeout=30) as response:
                 into.extend(response.iter_raw())
         except httpx.HTTPError as exc:
             errors.append(exc)
@@ -47,7 +48,7 @@ def test_in_flight_stream_finishes_within_the_drain_timeout(tmp_path: Path) -> N
             sidecar.proc.send_signal(signal.SIGTERM)
             wait_for(lambda: sidecar.get("/readyz").status_code == 503, what="not ready")
             with pytest.raises(httpx.ConnectError):
-                httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=5)
+                http_client.post(sidecar.proxy_url + CHAT, json=BODY, timeout=5)
             thread.join(10)
             code = sidecar.proc.wait(timeout=15)
     assert errors == []

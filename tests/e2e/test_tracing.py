@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from harness import http_client
 from harness.inprocess import inprocess_demo_upstream, run_inprocess
 from harness.otlp_receiver import Receiver, attributes, otlp_receiver
 from harness.sidecar import free_port, run_sidecar, wait_for
@@ -60,7 +60,7 @@ def test_span_follows_genai_conventions_and_joins_the_trace(tmp_path: Path) -> N
                 env=FAST_EXPORT,
             ) as sidecar,
         ):
-            response = httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers=headers)
+            response = http_client.post(sidecar.proxy_url + CHAT, json=BODY, headers=headers)
             assert response.status_code == 200
             (span,) = spans_of(receiver)
     attrs = attributes(span)
@@ -94,7 +94,7 @@ def test_upstream_receives_the_new_context(tmp_path: Path) -> None:
             tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
             upstream=upstream.url, env=FAST_EXPORT,
         ) as sidecar:  # fmt: skip
-            httpx.post(
+            http_client.post(
                 sidecar.proxy_url + CHAT,
                 json=BODY,
                 headers={"traceparent": f"00-{PARENT_TRACE}-{PARENT_SPAN}-01", "tracestate": "k=v"},
@@ -132,7 +132,7 @@ def test_error_spans(tmp_path: Path, script: Script, error_type: str) -> None:
             tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
             "--upstream-read-timeout", "0.5", upstream=upstream.url, env=FAST_EXPORT,
         ) as sidecar:  # fmt: skip
-            httpx.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
+            http_client.post(sidecar.proxy_url + CHAT, json=BODY, timeout=10)
             (span,) = spans_of(receiver)
     assert attributes(span)["error.type"] == error_type
     assert span.status.code == ERROR
@@ -143,7 +143,7 @@ def test_upstream_unreachable_is_an_error_span(tmp_path: Path) -> None:
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url,
         upstream=f"http://127.0.0.1:{free_port()}", env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
-        assert httpx.post(sidecar.proxy_url + CHAT, json=BODY).status_code == 502
+        assert http_client.post(sidecar.proxy_url + CHAT, json=BODY).status_code == 502
         (span,) = spans_of(receiver)
     assert attributes(span)["error.type"] == "upstream_connect"
     assert attributes(span)["http.response.status_code"] == 502
@@ -163,7 +163,7 @@ def test_exemplars_link_histograms_to_exported_traces(tmp_path: Path, workers: s
         upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
         for _ in range(6):
-            with httpx.Client() as client:  # a new connection each: any worker may take it
+            with http_client.Client() as client:  # a new connection each: any worker may take it
                 client.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0.01"})
         spans = spans_of(receiver, 6)
 
@@ -187,7 +187,7 @@ def test_content_capture_is_opt_in_and_truncated(tmp_path: Path) -> None:
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--capture-content",
         "--capture-content-max-bytes", "300", upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
-        httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0.01"})
+        http_client.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0.01"})
         (span,) = spans_of(receiver)
         metrics_text = sidecar.metrics()
     attrs = attributes(span)
@@ -205,9 +205,9 @@ def test_sampling_ratio_zero_still_follows_a_sampled_parent(tmp_path: Path) -> N
         "--trace-sample-ratio", "0", upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
         fast = {"x-demo-ttft": "0"}
-        httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers=fast)
-        httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers={**fast, **parent})
-        httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers=fast)
+        http_client.post(sidecar.proxy_url + CHAT, json=BODY, headers=fast)
+        http_client.post(sidecar.proxy_url + CHAT, json=BODY, headers={**fast, **parent})
+        http_client.post(sidecar.proxy_url + CHAT, json=BODY, headers=fast)
         (span,) = spans_of(receiver)
         sidecar.handed_over()  # the workers' figures of those requests
         text = sidecar.get("/metrics", Accept="application/openmetrics-text; version=1.0.0").text
@@ -229,7 +229,7 @@ def test_standard_otel_environment_alone_turns_tracing_on(tmp_path: Path) -> Non
             "OTEL_SERVICE_NAME": "gw",
         }
         with run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream, env=env) as sidecar:
-            httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0"})
+            http_client.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0"})
             spans_of(receiver)
     resource = receiver.traces[0].resource_spans[0].resource
     assert attributes(resource)["service.name"] == "gw"
@@ -240,7 +240,7 @@ def test_otlp_metrics_use_genai_names(tmp_path: Path) -> None:
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", receiver.url, "--otlp-metrics",
         upstream=upstream, env=FAST_EXPORT,
     ) as sidecar:  # fmt: skip
-        httpx.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0.01"})
+        http_client.post(sidecar.proxy_url + CHAT, json=BODY, headers={"x-demo-ttft": "0.01"})
         wanted = {
             "gen_ai.client.operation.duration",
             "gen_ai.client.operation.time_to_first_chunk",
@@ -271,7 +271,7 @@ def test_unreachable_collector_does_not_hold_the_exit(tmp_path: Path) -> None:
         tmp_path, "--no-gpu-metrics", "--otlp-endpoint", f"http://127.0.0.1:{free_port()}",
         upstream=upstream, env={"OTEL_BSP_SCHEDULE_DELAY": "60000"},  # held until shutdown
     ) as sidecar:  # fmt: skip
-        assert httpx.post(sidecar.proxy_url + CHAT, json=BODY).status_code == 200
+        assert http_client.post(sidecar.proxy_url + CHAT, json=BODY).status_code == 200
         assert sidecar.stop() == 0
         log = sidecar.log()
     assert "OTLP export unfinished at shutdown" in log

@@ -21,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from harness import http_client
 from harness.sidecar import Sidecar, run_sidecar, samples, value, wait_for
 from harness.upstream import Script, scripted_upstream, sse
 
@@ -61,7 +62,7 @@ def wait_total(sidecar: Sidecar, name: str, at_least: float) -> str:
 
 def post(url: str, model: str = "m", team: str = "") -> None:
     headers = {"X-Team": team} if team else {}
-    with httpx.Client(timeout=10) as client:  # a new connection each time: any worker
+    with http_client.Client(timeout=10) as client:  # a new connection each time: any worker
         body = {"model": model, "stream": True}
         client.post(url + CHAT, json=body, headers=headers).raise_for_status()
 
@@ -181,7 +182,7 @@ def test_a_killed_worker_is_restarted_and_the_other_workers_streams_complete(
 ) -> None:
     with two_workers(tmp_path, SLOW) as sidecar:
         for _ in range(10):
-            with httpx.Client(timeout=10) as client:
+            with http_client.Client(timeout=10) as client:
                 client.post(sidecar.proxy_url + "/quick" + CHAT, json={"model": "m"})
         before = sidecar.wait_metric("infermeter_requests_total", 10.0, code="200")
         pids = sidecar.worker_pids()
@@ -263,7 +264,7 @@ def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
         sidecar.proc.send_signal(signal.SIGTERM)
         wait_for(lambda: sidecar.get("/readyz").status_code == 503, what="not ready")
         with pytest.raises(httpx.ConnectError):
-            httpx.post(sidecar.proxy_url + CHAT, json={"model": "m"}, timeout=5)
+            http_client.post(sidecar.proxy_url + CHAT, json={"model": "m"}, timeout=5)
         for stream in streams:
             stream.thread.join(15)
         code = sidecar.proc.wait(timeout=20)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import httpx
-
+from harness import http_client
 from infermeter.demo.engine_metrics import MAX_MODELS, EngineFigures
 from infermeter.demo.upstream import DemoConfig, make_app
 from infermeter.engine import mapping
@@ -67,7 +66,7 @@ def test_the_demo_serves_metrics_and_version_while_streaming() -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         body = {"model": "x", "stream": True, "messages": [{"role": "user", "content": "a b c"}]}
-        with httpx.Client(timeout=5) as client:
+        with http_client.Client(timeout=5) as client:
             streams = [client.build_request("POST", url + "/v1/chat/completions", json=body)]
             sent = [client.send(streams[0], stream=True), client.send(streams[0], stream=True)]
             got = figures(client.get(url + "/metrics").text)

@@ -9,6 +9,7 @@ objects against the CRDs' own openAPIV3 schemas (tests/helm/crds: prometheus-ope
 from __future__ import annotations
 
 import copy
+import functools
 import re
 import shutil
 from pathlib import Path
@@ -17,9 +18,9 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-import yaml
 
 import infermeter
+from harness import yamls
 from harness.helm import (
     CHART,
     MONITORING_KINDS,
@@ -40,7 +41,7 @@ SCENARIO_IDS = [p.name.removesuffix("-values.yaml") for p in SCENARIOS]
 
 
 def test_scenarios_cover_every_mode() -> None:
-    modes = {yaml.safe_load(p.read_text())["mode"] for p in SCENARIOS}
+    modes = {yamls.load(p.read_text())["mode"] for p in SCENARIOS}
     assert modes == {"sidecar", "daemonset", "none"}
     assert {"sidecar-native", "sidecar-classic", "daemonset", "monitoring"} <= set(SCENARIO_IDS)
 
@@ -64,8 +65,14 @@ def strict(schema: Any) -> Any:
     return schema
 
 
+@functools.cache
+def crd_validator(kind: str) -> jsonschema.Draft7Validator:
+    """Each CRD is parsed (a large YAML) and its validator built once per run."""
+    return jsonschema.Draft7Validator(crd_schema(kind))
+
+
 def crd_schema(kind: str) -> dict[str, Any]:
-    crd = yaml.safe_load((CRDS / f"monitoring.coreos.com_{kind.lower()}s.yaml").read_text())
+    crd = yamls.load((CRDS / f"monitoring.coreos.com_{kind.lower()}s.yaml").read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     schema: dict[str, Any] = strict(version["schema"]["openAPIV3Schema"])
     return schema
@@ -74,9 +81,7 @@ def crd_schema(kind: str) -> dict[str, Any]:
 def validate(manifest: Manifest, kube_version: str) -> None:
     name = f"{manifest['kind']}/{manifest['metadata']['name']}"
     if manifest["kind"] in MONITORING_KINDS:
-        errors = list(
-            jsonschema.Draft7Validator(crd_schema(manifest["kind"])).iter_errors(manifest)
-        )
+        errors = list(crd_validator(manifest["kind"]).iter_errors(manifest))
         assert not errors, f"{name}: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors)
         return
     try:
@@ -119,7 +124,7 @@ def test_monitoring_objects_only_when_the_api_exists(values: Path) -> None:
     without = {m["kind"] for m in render(values)}
     assert not without & MONITORING_KINDS
     with_api = render(values, monitoring=True)
-    config = yaml.safe_load(values.read_text())
+    config = yamls.load(values.read_text())
     assert {m["kind"] for m in with_api} & MONITORING_KINDS == expected_monitoring(config)
     for manifest in with_api:
         if manifest["kind"] in MONITORING_KINDS:
@@ -399,7 +404,7 @@ def test_native_sidecar_refused_before_kubernetes_1_29() -> None:
 
 
 def test_chart_app_version_is_infermeters() -> None:
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    chart = yamls.load((CHART / "Chart.yaml").read_text())
     assert chart["apiVersion"] == "v2"
     assert chart["appVersion"] == infermeter.__version__
     image = infermeter_container(pod_spec(render()))["image"]
@@ -411,7 +416,7 @@ def test_every_value_is_documented_and_in_the_schema() -> None:
     import json
 
     schema = json.loads((CHART / "values.schema.json").read_text())
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    values = yamls.load((CHART / "values.yaml").read_text())
 
     def walk(vals: Any, node: dict[str, Any], path: str) -> None:
         if not isinstance(vals, dict) or node.get("additionalProperties") is not False:
@@ -435,7 +440,7 @@ def user_chart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, ...]
     out = helm("template", "rel", str(chart), "--api-versions", "monitoring.coreos.com/v1").stdout
     lint = helm("lint", "--strict", str(chart)).stdout
     assert "0 chart(s) failed" in lint
-    return tuple(doc for doc in yaml.safe_load_all(out) if doc)
+    return tuple(doc for doc in yamls.load_all(out) if doc)
 
 
 def test_named_template_adds_only_the_sidecar(user_chart: tuple[Manifest, ...]) -> None:
@@ -473,8 +478,8 @@ def test_readme_shows_the_user_chart_as_tested() -> None:
     include = '{{- include "infermeter.sidecarContainer" .Subcharts.infermeter | nindent 8 }}'
     assert include in template
     assert include in blocks["named-template"]
-    shown = yaml.safe_load(blocks["dependency"])["dependencies"]
-    tested = yaml.safe_load((Path(__file__).with_name("user-chart") / "Chart.yaml").read_text())
+    shown = yamls.load(blocks["dependency"])["dependencies"]
+    tested = yamls.load((Path(__file__).with_name("user-chart") / "Chart.yaml").read_text())
     for dependency in (*shown, *tested["dependencies"]):
         dependency.pop("repository")
     assert shown == tested["dependencies"]
@@ -482,7 +487,7 @@ def test_readme_shows_the_user_chart_as_tested() -> None:
 
 def test_readme_extra_containers_snippet_is_the_rendered_container() -> None:
     """Charts that take extra containers as values get a literal copy: it must stay true."""
-    snippet = yaml.safe_load(readme_blocks()["extra-init-containers"])
+    snippet = yamls.load(readme_blocks()["extra-init-containers"])
     (container,) = snippet["extraInitContainers"]
     assert container == infermeter_container(pod_spec(render()))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import yamls
 from harness.helm import infermeter_container, one, pod_spec, render, template_error
 from infermeter.prices import parse
 from infermeter.rules import Params
@@ -62,7 +63,7 @@ def test_flags_and_prices_file_reach_the_sidecar(tmp_path: Path) -> None:
     volume = next(v for v in spec["volumes"] if v["name"] == "infermeter-prices")
     config_map = one(manifests, "ConfigMap")
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
-    book = parse(yaml.safe_load(config_map["data"]["prices.yaml"]))
+    book = parse(yamls.load(config_map["data"]["prices.yaml"]))
     assert book.currency == "EUR"
     assert book.price("llama-3.1-8b-instruct").completion == 0.1
     # what the chart passes is what `infermeter serve` accepts

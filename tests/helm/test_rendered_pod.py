@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from harness import http_client
 from harness.helm import CHART, ROOT, infermeter_container, one, pod_spec, render
 from harness.sidecar import demo_upstream, free_port, value, wait_for
 
@@ -114,7 +115,7 @@ def wait_probes(
             if proc.poll() is not None:
                 raise AssertionError(f"infermeter exited {proc.returncode}:\n{log.read_text()}")
             try:
-                return httpx.get(url, timeout=2).status_code == 200
+                return http_client.get(url, timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -159,7 +160,7 @@ def test_rendered_sidecar_starts_proxies_and_measures(tmp_path: Path, values: Pa
                 "messages": [{"role": "user", "content": "hello"}],
             }
             url = f"http://127.0.0.1:{local.ports[target]}/v1/chat/completions"
-            with httpx.stream("POST", url, json=body, headers=FAST, timeout=10) as response:
+            with http_client.stream("POST", url, json=body, headers=FAST, timeout=10) as response:
                 assert response.status_code == 200
                 streamed = b"".join(response.iter_raw())
             assert b"data: [DONE]" in streamed
@@ -169,7 +170,7 @@ def test_rendered_sidecar_starts_proxies_and_measures(tmp_path: Path, values: Pa
             )
 
             def measured() -> str | None:
-                text = httpx.get(metrics_url, timeout=5).text
+                text = http_client.get(metrics_url, timeout=5).text
                 count = value(text, "infermeter_requests_total", api="chat_completions", code="200")
                 return text if count == 1.0 else None
 
@@ -191,7 +192,7 @@ def test_rendered_daemonset_exports_without_a_proxy(tmp_path: Path) -> None:
     log = tmp_path / "infermeter.log"
     with started(local, log) as proc:
         wait_probes(container, local, proc, log)
-        text = httpx.get(
+        text = http_client.get(
             probe_url(container, "livenessProbe", local).replace("/healthz", "/metrics"), timeout=5
         ).text
         assert value(text, "infermeter_nvml_up") == 0.0

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 
-import yaml
-
 from generate import chart_files
+from harness import yamls
 from harness.helm import ROOT, one, render
 
 RULES = ROOT / "deploy" / "prometheus"
@@ -20,15 +19,15 @@ RULES = ROOT / "deploy" / "prometheus"
 def test_prometheus_rule_is_the_rendered_rules() -> None:
     expected = []
     for name in chart_files.RULE_FILES:
-        expected += yaml.safe_load((RULES / name).read_text())["groups"]
-    expected += yaml.safe_load((RULES / "budget-rules.yaml").read_text())["groups"]  # none set
+        expected += yamls.load((RULES / name).read_text())["groups"]
+    expected += yamls.load((RULES / "budget-rules.yaml").read_text())["groups"]  # none set
     assert expected
     rule = one(render(sets=("prometheusRule.enabled=true",), monitoring=True), "PrometheusRule")
     assert rule["spec"]["groups"] == expected
 
 
 def test_prometheus_rule_parts_can_be_left_out() -> None:
-    recording = yaml.safe_load((RULES / "recording-rules.yaml").read_text())["groups"]
+    recording = yamls.load((RULES / "recording-rules.yaml").read_text())["groups"]
     sets = ("prometheusRule.enabled=true", "prometheusRule.alerts=false")
     rule = one(render(sets=sets, monitoring=True), "PrometheusRule")
     assert rule["spec"]["groups"] == recording

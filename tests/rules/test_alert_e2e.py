@@ -19,6 +19,7 @@ import httpx
 import pytest
 import yaml
 
+from harness import http_client
 from harness.sidecar import demo_upstream, free_port, process, run_sidecar, wait_for
 from infermeter.rules import Params, alert_rules, recording_rules
 
@@ -68,7 +69,7 @@ def traffic(url: str, stop: threading.Event) -> None:
         "max_tokens": 4,
         "messages": [{"role": "user", "content": "x"}],
     }
-    with httpx.Client(timeout=30) as client:
+    with http_client.Client(timeout=30) as client:
         while not stop.is_set():
             client.post(url, json=body, headers={"x-demo-itl": "0.005"})
             # paced (~6 requests/s per sender, 3 senders): dozens of TTFT samples in every
@@ -140,25 +141,27 @@ def test_ttft_alert_fires_through_alertmanager_and_resolves(tmp_path: Path) -> N
                 def has_baseline() -> bool:
                     try:
                         return bool(
-                            httpx.get(api, params={"query": baseline}).json()["data"]["result"]
+                            http_client.get(api, params={"query": baseline}).json()["data"][
+                                "result"
+                            ]
                         )
                     except (httpx.HTTPError, KeyError, ValueError):
                         return False
 
                 wait_for(has_baseline, timeout=90, what="a TTFT baseline")
                 assert not firing(received, "firing")
-                httpx.post(upstream + "/demo/config", json={"ttft": 0.15}).raise_for_status()
+                http_client.post(upstream + "/demo/config", json={"ttft": 0.15}).raise_for_status()
                 switched = time.monotonic()
                 wait_for(
                     lambda: firing(received, "firing"), timeout=60, what="the alert at the webhook"
                 )
                 fired_after = time.monotonic() - switched
-                httpx.post(upstream + "/demo/config", json={"ttft": 0.05}).raise_for_status()
+                http_client.post(upstream + "/demo/config", json={"ttft": 0.05}).raise_for_status()
                 wait_for(
                     lambda: firing(received, "resolved"), timeout=60, what="the resolved notice"
                 )
             except AssertionError:
-                alerts = httpx.get(f"http://127.0.0.1:{prom_port}/api/v1/alerts").text
+                alerts = http_client.get(f"http://127.0.0.1:{prom_port}/api/v1/alerts").text
                 raise AssertionError(
                     f"{alerts}\n{(tmp_path / 'prom.log').read_text()[-2000:]}"
                 ) from None

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from harness import http_client
 from harness.sidecar import demo_upstream, free_port, process, run_sidecar, wait_for
 from infermeter.rules import Params, alert_rules, recording_rules
 
@@ -24,7 +25,7 @@ CAPACITY = 2
 
 def long_streams(url: str, stop: threading.Event) -> None:
     body = {"model": "llm", "stream": True, "messages": [{"role": "user", "content": "x"}]}
-    with httpx.Client(timeout=60) as client:
+    with http_client.Client(timeout=60) as client:
         while not stop.is_set():
             with client.stream(
                 "POST", url, json=body, headers={"x-demo-itl": "0.05", "x-demo-tokens": "100"}
@@ -36,7 +37,7 @@ def long_streams(url: str, stop: threading.Event) -> None:
 
 def alerts(api: str) -> list[dict[str, Any]]:
     try:
-        found = httpx.get(api + "/api/v1/alerts").json()["data"]["alerts"]
+        found = http_client.get(api + "/api/v1/alerts").json()["data"]["alerts"]
     except (httpx.HTTPError, KeyError, ValueError):
         return []
     return [a for a in found if a["labels"]["alertname"] == ALERT]
@@ -77,7 +78,7 @@ def test_engine_saturated_fires_on_a_saturated_demo_engine_and_resolves(tmp_path
                 # within capacity: a running request, no queue, no alert
                 sidecar.wait_metric("infermeter_engine_requests_running", 1.0, model="llm")
                 wait_for(
-                    lambda: httpx.get(api + "/api/v1/query", params={
+                    lambda: http_client.get(api + "/api/v1/query", params={
                         "query": "namespace_model:infermeter_engine_requests_running:sum"
                     }).json()["data"]["result"],
                     timeout=30, what="the engine figures in Prometheus",

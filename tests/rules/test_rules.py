@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from generate.promtool_spend import BUDGETS
 from generate.rules import render_latency_tests, render_tests
+from harness import yamls
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
 
 ROOT = Path(__file__).parents[2]
@@ -55,11 +55,11 @@ def test_every_alert_has_severity_annotations_and_a_runbook_section() -> None:
         for line in runbook.splitlines()
         if line.startswith("## ")
     }
-    alerts = [r for g in yaml.safe_load(alert_rules())["groups"] for r in g["rules"]]
+    alerts = [r for g in yamls.load(alert_rules())["groups"] for r in g["rules"]]
     tested = {
         t["alertname"]
         for text in (render_tests(), render_latency_tests())
-        for group in yaml.safe_load(text)["tests"]
+        for group in yamls.load(text)["tests"]
         for t in group["alert_rule_test"]
         if t["exp_alerts"]
     }
@@ -90,7 +90,7 @@ def test_rules_use_only_exported_metrics() -> None:
     recorded = set()
     used = set()
     for text in (recording_rules(), alert_rules(), budget_rules(Params(budgets=BUDGETS))):
-        for group in yaml.safe_load(text)["groups"]:
+        for group in yamls.load(text)["groups"]:
             for rule in group["rules"]:
                 if "record" in rule:
                     recorded.add(rule["record"])

@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
+from harness import yamls
 from harness.sidecar import INFERMETER
 from infermeter.rules import Params, alert_rules, budget_rules, recording_rules
 from infermeter.rules.availability import error_budget
@@ -15,7 +15,7 @@ from infermeter.rules.cost import seconds
 
 
 def records(text: str) -> dict[str, str]:
-    return {r["record"]: r["expr"] for g in yaml.safe_load(text)["groups"] for r in g["rules"]}
+    return {r["record"]: r["expr"] for g in yamls.load(text)["groups"] for r in g["rules"]}
 
 
 def test_spend_is_recorded_per_attribution_label_and_model() -> None:
@@ -47,7 +47,7 @@ def test_availability_counts_server_errors_and_429_only() -> None:
 def test_burn_rate_thresholds_follow_the_objective() -> None:
     alerts = {
         r["alert"]: r
-        for g in yaml.safe_load(alert_rules(Params(availability_objective=0.99)))["groups"]
+        for g in yamls.load(alert_rules(Params(availability_objective=0.99)))["groups"]
         for r in g["rules"]
     }
     page = alerts["InfermeterAvailabilityBurnRatePage"]
@@ -60,7 +60,7 @@ def test_burn_rate_thresholds_follow_the_objective() -> None:
 
 
 def test_budgets_render_one_series_per_team() -> None:
-    (group,) = yaml.safe_load(budget_rules(Params(budgets={"b": 2.5, "a": 1e6}, currency="EUR")))[
+    (group,) = yamls.load(budget_rules(Params(budgets={"b": 2.5, "a": 1e6}, currency="EUR")))[
         "groups"
     ]
     assert group["name"] == "infermeter.budgets"
@@ -70,7 +70,7 @@ def test_budgets_render_one_series_per_team() -> None:
         {"record": "team_currency:infermeter_spend_budget:monthly", "expr": "vector(2.5)",
          "labels": {"team": "b", "currency": "EUR"}},
     ]  # fmt: skip
-    assert yaml.safe_load(budget_rules())["groups"][0]["rules"] == []
+    assert yamls.load(budget_rules())["groups"][0]["rules"] == []
 
 
 def test_rules_cli_writes_budgets_and_refuses_bad_ones(tmp_path: Path) -> None:
