@@ -15,14 +15,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import openai
 import pytest
 
 from harness import http_client
 from harness.sidecar import free_port, wait_for
+
+if TYPE_CHECKING:
+    import openai
 
 ROOT = Path(__file__).parents[1]
 FAST = {"x-demo-ttft": "0", "x-demo-itl": "0.001"}
@@ -93,6 +95,8 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
 
 @pytest.fixture
 def client(upstream: Upstream) -> Iterator[openai.OpenAI]:
+    import openai  # here, not at the top: importing it costs every xdist worker's collection
+
     with openai.OpenAI(
         base_url=upstream.url + "/v1", api_key="demo", max_retries=0, default_headers=FAST
     ) as c:
@@ -121,6 +125,8 @@ def _raw_stream(upstream: Upstream, path: str, body: dict[str, Any], **headers: 
 
 @pytest.mark.parametrize("include_usage", [False, True])
 def test_chat_stream_is_shaped_like_vllm(client: openai.OpenAI, include_usage: bool) -> None:
+    import openai
+
     options: Any = {"include_usage": True} if include_usage else openai.omit
     with client.chat.completions.create(
         model="any/model-name", messages=MESSAGES, stream=True, stream_options=options
@@ -206,6 +212,8 @@ def test_chat_non_streaming_matches_the_stream(client: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize("include_usage", [False, True])
 def test_completions_stream(client: openai.OpenAI, include_usage: bool) -> None:
+    import openai
+
     options: Any = {"include_usage": True} if include_usage else openai.omit
     with client.completions.create(
         model="m", prompt=PROMPT, stream=True, max_tokens=10, stream_options=options
@@ -402,6 +410,8 @@ def test_invalid_json_is_a_400_in_openai_shape(upstream: Upstream, path: str) ->
 
 
 def test_missing_messages_or_prompt_raises_bad_request(client: openai.OpenAI) -> None:
+    import openai
+
     with pytest.raises(openai.BadRequestError, match="messages"):
         client.chat.completions.create(model="m", messages=[])
     with pytest.raises(openai.BadRequestError, match="prompt"):

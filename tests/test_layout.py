@@ -14,7 +14,6 @@ import ast
 from pathlib import Path
 
 import pytest
-from setuptools import find_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 TOP = {"src/infermeter": "infermeter", "generate": "generate", "harness": "harness"}
@@ -98,6 +97,8 @@ def test_import_rules(package: str) -> None:
 
 
 def test_the_wheel_holds_only_the_runtime() -> None:
+    from setuptools import find_packages  # here: importing setuptools costs every collection
+
     packages = find_packages(where=str(ROOT / "src"))
     assert packages
     assert all(name == "infermeter" or name.startswith("infermeter.") for name in packages)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import openai
 import pytest
 
 from harness.inprocess import run_inprocess
 from harness.sidecar import SidecarClient, demo_upstream, value
+
+if TYPE_CHECKING:
+    import openai
 
 pytestmark = pytest.mark.e2e
 FAST = {"x-demo-ttft": "0.01", "x-demo-itl": "0.002"}
@@ -17,6 +20,8 @@ MESSAGES = [{"role": "user", "content": "canary-prompt-7f3a"}]
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[openai.OpenAI, SidecarClient]]:
+    import openai  # here, not at the top: importing it costs every xdist worker's collection
+
     tmp = tmp_path_factory.mktemp("openai")
     with (
         demo_upstream(tmp) as upstream,
