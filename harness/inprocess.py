@@ -19,16 +19,26 @@ Process-global state, and how it is kept apart:
   MeterProvider and OTLP exporters (`infermeter.tracing`), never the global ones (the
   global propagator is only read), and shuts them and their export threads down when it
   stops; the SDK's fork hooks (weak references) stay registered, as they cannot be removed;
-- no NVML (`--no-gpu-metrics` only), no environment but `INFERMETER_*` settings (read from a
-  dict, never from os.environ) and the SDK's export pacing (`OTEL_PACING`, which the SDK
-  reads from os.environ: set there while the sidecar runs). The standard OTEL_* variables
-  that switch tracing on are a process's environment: tests of them run a process;
+- NVML: one fake library per test process (`lib_dir`, `harness/fake_nvml`), loaded by its
+  absolute path before pynvml loads anything: glibc then gives pynvml's own
+  `CDLL("libnvidia-ml.so.1")` that library by its SONAME, and it stays loaded for the life
+  of the process. The state file (`nvml_state`) is switched per sidecar: FAKE_NVML_CONFIG in
+  os.environ while it runs, which the fake reads at each nvmlInit. Without `lib_dir`,
+  `--no-gpu-metrics` only. Another build of the fake (old driver, symbols left out), or a
+  library pynvml loaded already, needs a process of its own: `NvmlLibraryConflict`;
+- no environment but `INFERMETER_*` settings (read from a dict, never from os.environ) and
+  what the code reads from os.environ, set there while the sidecar runs: the SDK's export
+  pacing (`OTEL_PACING`), dcgm-exporter's `NODE_NAME` and the fake NVML's
+  FAKE_NVML_CONFIG. Sidecars running at once must agree on them (one environment). The
+  standard OTEL_* variables that switch tracing on are a process's environment: tests of
+  them run a process;
 - signal handlers and `gc.freeze()` stay the test process's (`Worker.run(stop=...)`);
 - each sidecar has its own prometheus_client registry; `disable_created_metrics()` is
   global and stays set, as the unit tests of the renderer set it anyway.
 
 Tests that need the process itself (signals, exit codes, workers' pids, rlimits, TLS
-upstreams, tracing switched on by the environment, GPUs) use `harness.sidecar.run_sidecar`.
+upstreams, tracing switched on by the environment, an NVML library other than the standard
+fake, or none at all) use `harness.sidecar.run_sidecar`.
 `inprocess_demo_upstream` is the demo upstream on a thread, for tests that bound its delays
 only from below.
 """
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -47,6 +58,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from harness.fake_nvml.build import LIBRARY_NAME
 from harness.sidecar import READY_TIMEOUT, SIDECAR_ENV, SidecarClient, free_ports, serving
 from infermeter import __version__, app, logs
 from infermeter.channel import read_settings
@@ -63,8 +75,13 @@ if TYPE_CHECKING:  # imported when a test asks for the demo upstream (aiohttp: ~
 
 log = logging.getLogger("infermeter.inprocess")
 #: The OpenTelemetry SDK's export pacing (tests shorten it), which it reads from os.environ
-#: when a worker builds its exporters: the only variables but INFERMETER_* run_inprocess takes.
+#: when a worker builds its exporters.
 OTEL_PACING = frozenset({"OTEL_BSP_SCHEDULE_DELAY", "OTEL_METRIC_EXPORT_INTERVAL"})
+#: The variables but INFERMETER_* run_inprocess takes in `env`: read from os.environ by the
+#: code (the SDK's pacing; `NODE_NAME`, dcgm-exporter's Hostname), so set there while it runs.
+PROCESS_ENVIRON = OTEL_PACING | {"NODE_NAME"}
+#: The fake NVML's state file variable, set from `nvml_state`.
+NVML_STATE = "FAKE_NVML_CONFIG"
 #: How long stop() waits for the supervisor thread (drain timeout and exit grace are the
 #: sidecar's own bounds; this only bounds a hang).
 STOP_TIMEOUT = 60.0
@@ -186,8 +203,9 @@ _OWNED: set[int] = set()  # threads of every in-process sidecar running
 _running: list[tuple[logging.Handler, int]] = []  # each sidecar's handler and level
 _root_level: list[int] = []  # the root logger's level before the first of them
 _logs_lock = threading.Lock()  # guards the above, and the two below
-_pacing: list[dict[str, str]] = []  # each running sidecar's OTEL_PACING values
+_environs: list[dict[str, str]] = []  # each running sidecar's os.environ values
 _environ_before: dict[str, str | None] = {}  # os.environ's, before the first of them
+_nvml_library: list[Path] = []  # the fake NVML this process loaded, once
 
 
 def _set_root_level() -> None:
@@ -221,25 +239,26 @@ def _detach(handler: logging.Handler) -> None:
 
 
 @contextmanager
-def _otel_pacing(values: dict[str, str]) -> Iterator[None]:
-    """`values` (OTEL_PACING variables) in os.environ for the block; sidecars running at
-    once must agree on them (one environment), and the old values are back after the last."""
+def _process_environ(values: dict[str, str]) -> Iterator[None]:
+    """`values` (PROCESS_ENVIRON and NVML_STATE variables) in os.environ for the block;
+    sidecars running at once must agree on them (one environment), and the old values are
+    back after the last."""
     if not values:
         yield
         return
     with _logs_lock:
-        if _pacing and any(os.environ.get(name) != value for name, value in values.items()):
-            raise ValueError(f"another in-process sidecar runs with other OTEL_* pacing: {values}")
+        if _environs and any(os.environ.get(name) != value for name, value in values.items()):
+            raise ValueError(f"another in-process sidecar runs with another environment: {values}")
         for name, value in values.items():
             _environ_before.setdefault(name, os.environ.get(name))
             os.environ[name] = value
-        _pacing.append(values)
+        _environs.append(values)
     try:
         yield
     finally:
         with _logs_lock:
-            _pacing.remove(values)
-            if not _pacing:
+            _environs.remove(values)
+            if not _environs:
                 for name, before in _environ_before.items():
                     if before is None:
                         os.environ.pop(name, None)
@@ -248,14 +267,62 @@ def _otel_pacing(values: dict[str, str]) -> Iterator[None]:
                 _environ_before.clear()
 
 
+# --- NVML ---------------------------------------------------------------------------------
+class NvmlLibraryConflict(RuntimeError):
+    """This process holds another NVML library than the one asked for: glibc keeps a loaded
+    library, and pynvml the first it loaded, for the life of the process."""
+
+
+def load_fake_nvml(lib_dir: Path) -> Path:
+    """Load `lib_dir`'s fake libnvidia-ml.so.1 into this process, once; its path.
+
+    Loaded by absolute path before pynvml loads anything, it is what glibc then hands
+    pynvml's own `CDLL("libnvidia-ml.so.1")` (no slash: an object already loaded under that
+    SONAME is reused), without LD_LIBRARY_PATH, which glibc reads only at process start."""
+    import pynvml  # the bindings infermeter uses; importing them loads no library
+
+    library = (lib_dir / LIBRARY_NAME).resolve()
+    with _logs_lock:
+        if _nvml_library:
+            if _nvml_library[0] != library:
+                raise NvmlLibraryConflict(
+                    f"this test process has loaded the fake NVML {_nvml_library[0]} already, and"
+                    f" cannot load {library} (a library stays loaded): run this sidecar as a"
+                    " process, with harness.sidecar.run_sidecar"
+                )
+            return library
+        if pynvml.nvmlLib is not None:
+            raise NvmlLibraryConflict(
+                f"pynvml has loaded an NVML library in this process already ({pynvml.nvmlLib})"
+                f" and would keep it rather than {library}: run this sidecar as a process, with"
+                " harness.sidecar.run_sidecar"
+            )
+        loaded = ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+        # what pynvml will get: another libnvidia-ml.so.1 loaded earlier would come first
+        if ctypes.CDLL(LIBRARY_NAME)._handle != loaded._handle:
+            raise NvmlLibraryConflict(
+                f"another {LIBRARY_NAME} is loaded in this process already, and pynvml would"
+                f" get it rather than {library}: run this sidecar with harness.sidecar.run_sidecar"
+            )
+        _nvml_library.append(library)
+        return library
+
+
 # --- the sidecar --------------------------------------------------------------------------
 class InProcessSidecar(SidecarClient):
-    """`infermeter serve` with the settings `settings`, on threads of this process."""
+    """`infermeter serve` with the settings `settings`, on threads of this process.
 
-    def __init__(self, settings: Settings, port: int, log: Path, proxy_port: int | None) -> None:
+    `nvml`: the fake NVML is loaded (load_fake_nvml), so the GPU poller may run."""
+
+    def __init__(
+        self, settings: Settings, port: int, log: Path, proxy_port: int | None, nvml: bool = False
+    ) -> None:
         super().__init__(port, log, proxy_port)
-        if settings.gpu_metrics:
-            raise ValueError("in-process sidecars run with --no-gpu-metrics (NVML is global)")
+        if settings.gpu_metrics and not nvml:
+            raise ValueError(
+                "an in-process sidecar reads GPUs from the fake NVML only (lib_dir=...);"
+                " else it runs with --no-gpu-metrics"
+            )
         self.settings = settings
         self.returncode: int | None = None
         self.workers: list[ThreadWorker] = []
@@ -362,25 +429,37 @@ def run_inprocess(
     env: dict[str, str] | None = None,
     ready: bool = True,
     upstream: str | None = None,
+    lib_dir: Path | None = None,
+    nvml_state: Path | None = None,
 ) -> Iterator[InProcessSidecar]:
     """`harness.sidecar.run_sidecar`, in-process: the same arguments (but those of a process:
-    NVML library, prefix, rlimits) and the same sidecar interface; `env`: INFERMETER_*
-    settings and the SDK's export pacing (`OTEL_PACING`) only."""
+    prefix, rlimits) and the same sidecar interface; `env`: INFERMETER_* settings and
+    PROCESS_ENVIRON only. `lib_dir`: the fake NVML's directory, loaded into this process
+    once (load_fake_nvml: one such library per process); `nvml_state`: its state file."""
     port, listen = free_ports(2)
     proxy_port = None
     if upstream is not None:
         proxy_port = listen
         args = ("--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}", *args)
     environ = {**SIDECAR_ENV, **(env or {})}
-    pacing = {name: value for name, value in environ.items() if name in OTEL_PACING}
-    foreign = [n for n in environ if not n.startswith("INFERMETER_") and n not in pacing]
+    process = {name: value for name, value in environ.items() if name in PROCESS_ENVIRON}
+    foreign = [n for n in environ if not n.startswith("INFERMETER_") and n not in process]
     if foreign:
         raise ValueError(
-            f"an in-process sidecar reads only INFERMETER_* and {sorted(OTEL_PACING)}: {foreign}"
+            f"an in-process sidecar reads only INFERMETER_* and {sorted(PROCESS_ENVIRON)}:"
+            f" {foreign}"
         )
+    if nvml_state is not None:
+        if lib_dir is None:
+            raise ValueError("nvml_state is the fake NVML's state: give its lib_dir too")
+        process[NVML_STATE] = str(nvml_state)
+    if lib_dir is not None:
+        load_fake_nvml(lib_dir)
     settings = parse_serve(["--metrics-listen", f"127.0.0.1:{port}", *args], environ)
-    sidecar = InProcessSidecar(settings, port, tmp_path / f"sidecar-{port}.log", proxy_port)
-    with _otel_pacing(pacing):
+    sidecar = InProcessSidecar(
+        settings, port, tmp_path / f"sidecar-{port}.log", proxy_port, nvml=lib_dir is not None
+    )
+    with _process_environ(process):
         sidecar.start()
         with serving(sidecar, ready):
             yield sidecar

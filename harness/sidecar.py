@@ -204,7 +204,13 @@ def run_sidecar(
     if upstream is not None:
         proxy_port = listen
         args = ("--upstream", upstream, "--listen", f"127.0.0.1:{proxy_port}", *args)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("INFERMETER_")}
+    # FAKE_NVML_CONFIG from `nvml_state` alone: the test process's own (an in-process
+    # sidecar's, while one runs) is not this sidecar's state
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("INFERMETER_") and k != "FAKE_NVML_CONFIG"
+    }
     environ["LD_LIBRARY_PATH"] = str(lib_dir) if lib_dir else str(tmp_path / "no-nvml-here")
     if nvml_state is not None:
         environ["FAKE_NVML_CONFIG"] = str(nvml_state)

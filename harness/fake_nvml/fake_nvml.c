@@ -203,7 +203,7 @@ static struct {
     struct timespec mtime;
 } file_id;
 
-/* Event ids already delivered in this process (each XID event is delivered once). */
+/* Event ids already delivered from this state file (each XID event is delivered once). */
 static double *delivered;
 static size_t delivered_count, delivered_cap;
 
@@ -530,8 +530,11 @@ nvmlReturn_t nvmlInitWithFlags(unsigned int flags)
     if (path == NULL || *path == '\0' || strlen(path) >= sizeof(config_path))
         return leave(NVML_ERROR_DRIVER_NOT_LOADED);
     if (strcmp(path, config_path) != 0) {
+        /* Another state file (a test process running one in-process sidecar after another):
+         * its events are new, even under ids an earlier file used. */
         strcpy(config_path, path);
         file_id.seen = 0;
+        delivered_count = 0;
     }
     reload_if_changed();
     if (state == NULL)

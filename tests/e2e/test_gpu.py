@@ -1,4 +1,8 @@
-"""The real `infermeter serve` reading GPUs through real nvidia-ml-py and the fake NVML."""
+"""The real sidecar reading GPUs through real nvidia-ml-py and the fake NVML.
+
+In-process (harness/inprocess.py: the fake library loaded into the test process once, the
+state file switched per sidecar), but for the tests whose point needs a process: another
+library build (the old driver) or none at all."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from harness.fake_nvml import profiles
 from harness.golden import GOLDEN, VOLATILE
+from harness.inprocess import run_inprocess
 from harness.sidecar import run_sidecar, samples, stable_exposition, value
 from infermeter import metrics as m
 
@@ -33,7 +38,7 @@ def test_eight_gpus_match_golden_and_pass_promtool(
     tmp_path: Path, fake_nvml_dir: Path, update_golden: bool
 ) -> None:
     state = nvml_state(tmp_path, [profiles.gpu(i) for i in range(8)])
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         # GPM figures need two polls: wait for the last GPU's
         text = sidecar.wait_metric("infermeter_gpu_tensor_active_ratio", 0.5, gpu="7")
     golden = GOLDEN / "gpu-8.prom"
@@ -53,7 +58,7 @@ def test_every_gpu_metric_in_the_catalogue_is_exported_for_a_full_gpu(
     tmp_path: Path, fake_nvml_dir: Path
 ) -> None:
     state = nvml_state(tmp_path, [profiles.gpu(0)])
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         text = sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
         state_data = profiles.state(
             [profiles.gpu(0)], xid_events=[{"id": 1, "device": 0, "xid": 48}]
@@ -69,7 +74,7 @@ def test_every_gpu_metric_in_the_catalogue_is_exported_for_a_full_gpu(
 
 def test_no_gpus(tmp_path: Path, fake_nvml_dir: Path) -> None:
     state = nvml_state(tmp_path, [])
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         text = sidecar.wait_metric("infermeter_nvml_up", 1.0)
     assert value(text, "infermeter_collector_success", collector="gpu") == 1.0
     assert not [name for name, _ in samples(text) if name.startswith("infermeter_gpu_")]
@@ -87,7 +92,7 @@ def test_unsupported_fields_are_absent_not_zero(tmp_path: Path, fake_nvml_dir: P
     ):
         del device[key]
     state = nvml_state(tmp_path, [device])
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         text = sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
         text = sidecar.metrics()  # a second poll after the fields were dropped
     for gone in (
@@ -105,7 +110,7 @@ def test_unsupported_fields_are_absent_not_zero(tmp_path: Path, fake_nvml_dir: P
 def test_gpu_lost_mid_run_and_back(tmp_path: Path, fake_nvml_dir: Path) -> None:
     devices = [profiles.gpu(0), profiles.gpu(1)]
     state = nvml_state(tmp_path, devices)
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="1")
         devices[1]["fault"] = "GPU_IS_LOST"
         profiles.write(state, profiles.state(devices))
@@ -126,7 +131,7 @@ def test_gpu_lost_mid_run_and_back(tmp_path: Path, fake_nvml_dir: Path) -> None:
 
 def test_gpu_failing_with_unknown_error_is_down(tmp_path: Path, fake_nvml_dir: Path) -> None:
     state = nvml_state(tmp_path, [profiles.gpu(0, fault="UNKNOWN"), profiles.gpu(1)])
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         text = sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="1")
     assert value(text, "infermeter_gpu_up", gpu="0") == 0.0
     assert value(text, "infermeter_gpu_temperature_celsius", gpu="0") is None
@@ -134,7 +139,7 @@ def test_gpu_failing_with_unknown_error_is_down(tmp_path: Path, fake_nvml_dir: P
 
 def test_driver_not_loaded_then_loaded(tmp_path: Path, fake_nvml_dir: Path) -> None:
     state = nvml_state(tmp_path, [profiles.gpu(0)], init_error="DRIVER_NOT_LOADED")
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         text = sidecar.wait_metric("infermeter_nvml_up", 0.0)
         assert value(text, "infermeter_process_up", process="sidecar") == 1.0
         assert sidecar.get("/readyz").status_code == 200
@@ -161,7 +166,7 @@ def test_xid_events_are_counted(tmp_path: Path, fake_nvml_dir: Path) -> None:
     devices = [profiles.gpu(0), profiles.gpu(1)]
     state = nvml_state(tmp_path, devices)
     uuid1 = devices[1]["uuid"]
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="1")
         events = [{"id": 1, "device": 1, "xid": 79}]
         profiles.write(state, profiles.state(devices, xid_events=events))
@@ -177,7 +182,7 @@ def test_xid_events_are_counted(tmp_path: Path, fake_nvml_dir: Path) -> None:
 def test_mig_devices_are_their_own_devices(tmp_path: Path, fake_nvml_dir: Path) -> None:
     parent = profiles.gpu(0, mig_devices=[profiles.mig(0, 0), profiles.mig(0, 1)])
     state = nvml_state(tmp_path, [parent])
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         mig_uuid = profiles.mig(0, 1)["uuid"]
         text = sidecar.wait_metric("infermeter_gpu_up", 1.0, uuid=str(mig_uuid))
     assert value(text, "infermeter_gpu_memory_used_bytes", uuid=str(mig_uuid), gpu="0") == float(
@@ -209,7 +214,7 @@ def test_gpu_selection_by_index_and_uuid(tmp_path: Path, fake_nvml_dir: Path) ->
     devices = [profiles.gpu(i) for i in range(4)]
     state = nvml_state(tmp_path, devices)
     selection = f"1,{devices[3]['uuid']}"
-    with run_sidecar(
+    with run_inprocess(
         tmp_path, *FAST, "--gpus", selection, lib_dir=fake_nvml_dir, nvml_state=state
     ) as sidecar:
         text = sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="3")
@@ -219,7 +224,7 @@ def test_gpu_selection_by_index_and_uuid(tmp_path: Path, fake_nvml_dir: Path) ->
 
 def test_openmetrics_negotiation_and_parse(tmp_path: Path, fake_nvml_dir: Path) -> None:
     state = nvml_state(tmp_path, [profiles.gpu(0)])
-    with run_sidecar(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
+    with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
         sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
         response = sidecar.get("/metrics", Accept="application/openmetrics-text; version=1.0.0")
     assert response.headers["content-type"].startswith("application/openmetrics-text")

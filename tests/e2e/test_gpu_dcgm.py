@@ -1,4 +1,5 @@
-"""`--dcgm-compat`: dcgm-exporter's names, units and labels, served by the real sidecar.
+"""`--dcgm-compat`: dcgm-exporter's names, units and labels, served by the real sidecar
+(in-process: harness/inprocess.py).
 
 The expressions of NVIDIA's official dcgm-exporter dashboard (fixture) run against a real
 Prometheus scraping infermeter with fake-NVML GPUs.
@@ -17,7 +18,8 @@ from harness import http_client
 from harness.dashboards_live import run_prometheus
 from harness.fake_nvml import profiles
 from harness.golden import VOLATILE
-from harness.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
+from harness.inprocess import run_inprocess
+from harness.sidecar import samples, stable_exposition, value, wait_for
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -45,7 +47,7 @@ def test_dcgm_names_units_labels_golden_and_promtool(
     tmp_path: Path, fake_nvml_dir: Path, update_golden: bool
 ) -> None:
     state = write_state(tmp_path)
-    with run_sidecar(tmp_path, *ARGS, lib_dir=fake_nvml_dir, nvml_state=state, env=ENV) as car:
+    with run_inprocess(tmp_path, *ARGS, lib_dir=fake_nvml_dir, nvml_state=state, env=ENV) as car:
         text = car.wait_metric("DCGM_FI_DEV_XID_ERRORS", 79.0, gpu="0")
         car.wait_metric("DCGM_FI_DEV_FB_USED", 2048.0, GPU_I_ID="8")
         text = car.wait_metric("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", 0.125, gpu="1")
@@ -123,7 +125,7 @@ def test_dcgm_names_units_labels_golden_and_promtool(
 
 def test_off_by_default(tmp_path: Path, fake_nvml_dir: Path) -> None:
     state = write_state(tmp_path, xid=False)
-    with run_sidecar(
+    with run_inprocess(
         tmp_path, "--gpu-poll-interval", "0.1", lib_dir=fake_nvml_dir, nvml_state=state
     ) as car:
         text = car.wait_metric("infermeter_gpu_up", 1.0, gpu="1")
@@ -157,7 +159,7 @@ def test_official_dcgm_dashboard_queries_return_data(tmp_path: Path, fake_nvml_d
     queries = _dashboard_queries()
     assert len(queries) == 10
     state = write_state(tmp_path)
-    with run_sidecar(tmp_path, *ARGS, lib_dir=fake_nvml_dir, nvml_state=state, env=ENV) as car:
+    with run_inprocess(tmp_path, *ARGS, lib_dir=fake_nvml_dir, nvml_state=state, env=ENV) as car:
         car.wait_metric("DCGM_FI_PROF_GR_ENGINE_ACTIVE", 0.125, gpu="0")
         with run_prometheus(tmp_path, {"gpu-node-a": car}) as prometheus:
             for query in queries:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from harness import http_client
-from harness.inprocess import inprocess_demo_upstream, run_inprocess
+from harness.fake_nvml import profiles
+from harness.inprocess import NvmlLibraryConflict, inprocess_demo_upstream, run_inprocess
 from harness.otlp_receiver import otlp_receiver
 from harness.sidecar import read_until_cut, value, wait_for
 from harness.upstream import Script, scripted_upstream, sse
@@ -93,6 +94,45 @@ def test_start_and_stop_leave_no_thread_and_no_open_file(tmp_path: Path) -> None
             fds = fds or open_fds()
             assert settled_fds() == fds, run
             assert logging.getLogger().level == root_level  # set while it ran, then restored
+
+
+def test_gpus_leave_no_thread_and_no_open_file_and_one_library_per_process(
+    tmp_path: Path, fake_nvml_dir: Path, old_driver_nvml_dir: Path
+) -> None:
+    """The NVML poller and XID threads end with the sidecar and their lines reach its log;
+    each sidecar reads its own state file (an XID event under an id an earlier file used is
+    new); another build of the fake library is refused, since one stays loaded."""
+    environ_before = os.environ.get("FAKE_NVML_CONFIG")
+    fds: int | None = None
+    state = tmp_path / "nvml.json"
+    for run in range(3):
+        state = tmp_path / f"nvml-{run}.json"
+        events = [{"id": 1, "device": run % 2, "xid": 79}]
+        profiles.write(state, profiles.state([profiles.gpu(0), profiles.gpu(1)], xid_events=events))
+        before = thread_ids()
+        with run_inprocess(
+            tmp_path, "--gpu-poll-interval", "0.1", lib_dir=fake_nvml_dir, nvml_state=state
+        ) as sidecar:
+            assert os.environ["FAKE_NVML_CONFIG"] == str(state)
+            sidecar.wait_metric("infermeter_gpu_xid_errors_total", 1.0, gpu=str(run % 2), xid="79")
+        assert sidecar.stop() == 0
+        assert "NVML initialised" in sidecar.log()  # the poller thread's line
+        assert "GPU XID error" in sidecar.log()  # the XID thread's
+        assert "stopped" in sidecar.log()
+        assert started_since(before) == [], run
+        fds = fds or open_fds()
+        assert settled_fds() == fds, run
+        assert os.environ.get("FAKE_NVML_CONFIG") == environ_before
+    with (
+        pytest.raises(NvmlLibraryConflict, match=r"harness\.sidecar\.run_sidecar"),
+        run_inprocess(tmp_path, "--gpu-poll-interval", "0.1", lib_dir=old_driver_nvml_dir),
+    ):
+        pass
+    # refused before anything started, and the loaded library still serves
+    with run_inprocess(
+        tmp_path, "--gpu-poll-interval", "0.1", lib_dir=fake_nvml_dir, nvml_state=state
+    ) as sidecar:
+        sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="1")
 
 
 def test_the_inprocess_demo_upstream_leaves_no_thread_and_no_open_file() -> None:

@@ -1,4 +1,5 @@
-"""GPUs attributed to pods: the real sidecar asks a real gRPC server on a Unix socket."""
+"""GPUs attributed to pods: the real sidecar (in-process: harness/inprocess.py) asks a real
+gRPC server on a Unix socket."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 
 from harness.fake_nvml import profiles
 from harness.golden import GOLDEN, VOLATILE
+from harness.inprocess import run_inprocess
 from harness.kubelet_server import FakeKubelet, fake_kubelet
-from harness.sidecar import run_sidecar, samples, stable_exposition, value, wait_for
+from harness.sidecar import samples, stable_exposition, value, wait_for
 
 pytestmark = pytest.mark.e2e
 GPU0 = str(profiles.gpu(0)["uuid"])
@@ -80,7 +82,7 @@ def test_pods_come_and_go_mig_and_several_containers(tmp_path: Path, fake_nvml_d
     power = "infermeter_gpu_power_watts"
     with (
         fake_kubelet(sock, kubelet),
-        run_sidecar(
+        run_inprocess(
             tmp_path, *args(sock, "--dcgm-compat"), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)
         ) as car,
     ):
@@ -126,7 +128,9 @@ def test_attributed_exposition_matches_golden_and_passes_promtool(
     )
     with (
         fake_kubelet(sock, kubelet),
-        run_sidecar(tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)) as car,
+        run_inprocess(
+            tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)
+        ) as car,
     ):
         text = car.wait_metric("infermeter_gpu_pod_info", 1.0, uuid=gpu2, pod="share-1")
         car.wait_metric("infermeter_gpu_up", 1.0, uuid=MIG1, pod="infer-0")
@@ -155,7 +159,9 @@ def test_a_gpu_shared_by_time_slicing_is_not_given_to_one_pod(
     )
     with (
         fake_kubelet(sock, kubelet),
-        run_sidecar(tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)) as car,
+        run_inprocess(
+            tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)
+        ) as car,
     ):
         text = car.wait_metric("infermeter_gpu_pod_info", 1.0, uuid=GPU0, pod="two")
     assert value(text, "infermeter_gpu_pod_info", uuid=GPU0, pod="one") == 1.0
@@ -164,7 +170,7 @@ def test_a_gpu_shared_by_time_slicing_is_not_given_to_one_pod(
 
 def test_socket_absent_then_served(tmp_path: Path, fake_nvml_dir: Path) -> None:
     sock = sock_path(tmp_path)
-    with run_sidecar(
+    with run_inprocess(
         tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)
     ) as car:
         text = car.wait_metric("infermeter_collector_success", 0.0, collector="kubelet")
@@ -177,7 +183,7 @@ def test_socket_absent_then_served(tmp_path: Path, fake_nvml_dir: Path) -> None:
             text = car.metrics()
             log = car.log()
         assert value(text, "infermeter_collector_success", collector="kubelet") == 1.0
-        assert car.proc.poll() is None
+        assert car.exit_code() is None
     assert log.count("GPU series without pod labels") == 1, log  # logged once, not per poll
     assert "kubelet pod resources back" in log
 
@@ -187,7 +193,9 @@ def test_slow_then_broken_kubelet(tmp_path: Path, fake_nvml_dir: Path) -> None:
     kubelet = FakeKubelet(pods=[("ml", "p", {"c": [(GPU, [GPU0])]})])
     with (
         fake_kubelet(sock, kubelet),
-        run_sidecar(tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)) as car,
+        run_inprocess(
+            tmp_path, *args(sock), lib_dir=fake_nvml_dir, nvml_state=nvml(tmp_path)
+        ) as car,
     ):
         car.wait_metric("infermeter_gpu_up", 1.0, gpu="0", pod="p")
         with kubelet.lock:
@@ -208,7 +216,7 @@ def test_slow_then_broken_kubelet(tmp_path: Path, fake_nvml_dir: Path) -> None:
 
 def unattributed(tmp_path: Path, sock: Path, lib_dir: Path) -> str:
     """Run the sidecar against a kubelet socket that cannot answer; return its log."""
-    with run_sidecar(tmp_path, *args(sock), lib_dir=lib_dir, nvml_state=nvml(tmp_path)) as car:
+    with run_inprocess(tmp_path, *args(sock), lib_dir=lib_dir, nvml_state=nvml(tmp_path)) as car:
         car.wait_metric("infermeter_collector_success", 0.0, collector="kubelet")
         text = car.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
     assert pod_of(text, "infermeter_gpu_up", GPU0) == ("", "", "")
@@ -255,7 +263,7 @@ def test_stale_socket_nobody_listens(tmp_path: Path, fake_nvml_dir: Path) -> Non
 def test_off_and_default_socket_absent(tmp_path: Path, fake_nvml_dir: Path) -> None:
     state = nvml(tmp_path)
     for extra in (("--kubelet-pod-resources", "off"), ()):
-        with run_sidecar(
+        with run_inprocess(
             tmp_path, "--gpu-poll-interval", "0.1", *extra, lib_dir=fake_nvml_dir, nvml_state=state
         ) as car:
             text = car.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
