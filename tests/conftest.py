@@ -114,8 +114,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 class _SerialLock:
     """A readers-writer lock between xdist workers (flock on files every worker shares):
-    each test holds it shared, a `serial` test exclusively. The turnstile gives a waiting
-    writer priority, so a serial test is not starved by the stream of other tests."""
+    each test holds it shared, a `serial` test exclusively while its test function runs
+    (its fixtures start processes while the others carry on). The turnstile gives a
+    waiting writer priority, so a serial test is not starved by the stream of other tests."""
 
     def __init__(self, directory: Path) -> None:
         self.turnstile: IO[bytes] = (directory / "serial.turnstile").open("ab")
@@ -132,6 +133,20 @@ class _SerialLock:
             yield
         finally:
             fcntl.flock(self.main, fcntl.LOCK_UN)
+
+    @contextmanager
+    def alone(self) -> Iterator[None]:
+        """From shared (`hold`) to exclusive for the block, then shared again."""
+        fcntl.flock(self.main, fcntl.LOCK_UN)
+        fcntl.flock(self.turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.main, fcntl.LOCK_EX)
+        finally:
+            fcntl.flock(self.turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.main, fcntl.LOCK_SH)  # converts: others may start again
 
     def close(self) -> None:
         self.turnstile.close()
@@ -156,7 +171,16 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if _lock is None:
         factory: pytest.TempPathFactory = item.config._tmp_path_factory  # type: ignore[attr-defined]
         _lock = _SerialLock(factory.getbasetemp().parent)  # shared by this run's workers
-    with _lock.hold(exclusive=item.get_closest_marker("serial") is not None):
+    with _lock.hold(exclusive=False):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A `serial` test's function runs alone (its fixtures did not need to)."""
+    if _lock is None or item.get_closest_marker("serial") is None:
+        return (yield)
+    with _lock.alone():
         return (yield)
 
 

@@ -1,8 +1,11 @@
 """A driver that lacks an optional NVML function: that field goes, the GPU stays up.
 
-Each case compiles the fake NVML with one symbol left out of its exports (as an older driver,
-a vGPU guest or a minimal stub lacks it), runs the real sidecar with the real nvidia-ml-py,
-and checks that every other series still flows and `infermeter_gpu_up` stays 1.
+Each case links the fake NVML with one symbol left out of its exports (as an older driver,
+a vGPU guest or a minimal stub lacks it), runs the sidecar's GPU poller and collector with
+the real nvidia-ml-py in a process of their own (`harness.gpu_probe`: one library per
+process, and a third of `infermeter serve`'s start-up CPU; `test_gpu.py` covers the whole
+sidecar with the full library), and checks that every other series still flows and
+`infermeter_gpu_up` stays 1.
 """
 
 from __future__ import annotations
@@ -15,11 +18,11 @@ import pytest
 
 from harness.fake_nvml import profiles
 from harness.fake_nvml.build import OPTIONAL_SYMBOLS, build, compile_object
-from harness.sidecar import run_sidecar, samples, value, wait_for
+from harness.gpu_probe import run_gpu_probe
+from harness.sidecar import samples, value, wait_for
 from infermeter import metrics as m
 
 pytestmark = pytest.mark.e2e
-FAST = ("--gpu-poll-interval", "0.1")
 
 # The series each optional function alone provides; leaving it out must remove only these.
 ONLY_FROM: dict[str, set[str]] = {
@@ -95,7 +98,7 @@ def test_a_missing_optional_function_never_blinds_a_gpu(
     profiles.write(state, profiles.state(devices, xid_events=[{"id": 1, "device": 1, "xid": 79}]))
     mig_uuid = str(profiles.mig(0, 0)["uuid"])
     gpu1 = str(devices[1]["uuid"])
-    with run_sidecar(tmp_path, *FAST, lib_dir=lib_dir.parent, nvml_state=state) as sidecar:
+    with run_gpu_probe(tmp_path, lib_dir.parent, state) as sidecar:
         sidecar.wait_metric("infermeter_gpu_up", 1.0, uuid=gpu1)
         if symbol not in XID_EVENTS:
             sidecar.wait_metric("infermeter_gpu_xid_errors_total", 1.0, uuid=gpu1, xid="79")
@@ -154,7 +157,7 @@ def test_older_calls_are_used_when_the_newer_symbols_are_absent(
     device = profiles.gpu(0, temperature_gpu=63)
     state = tmp_path / "nvml.json"
     profiles.write(state, profiles.state([device]))
-    with run_sidecar(tmp_path, *FAST, lib_dir=lib_dir.parent, nvml_state=state) as sidecar:
+    with run_gpu_probe(tmp_path, lib_dir.parent, state) as sidecar:
         text = sidecar.wait_metric("infermeter_gpu_temperature_celsius", 63.0, gpu="0")
     assert value(text, "infermeter_gpu_up", gpu="0") == 1.0
     # v1 memory: reserved counts as used, and there is no reserved series

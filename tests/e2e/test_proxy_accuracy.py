@@ -9,12 +9,13 @@ test's own clock.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.loadgen import request_bytes, run_load
-from harness.sidecar import demo_upstream, run_sidecar, value
+from harness.sidecar import Sidecar, demo_upstream, run_sidecar, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # 2 ms tolerances: no other test runs
 D, G, TOKENS, REQUESTS, CONCURRENCY = 0.050, 0.010, 8, 100, 4
@@ -34,15 +35,21 @@ async def drive(port: int) -> None:
     assert (sample.requests, sample.errors) == (REQUESTS, 0)
 
 
-def test_ttft_itl_tpot_agree_with_the_upstream(tmp_path: Path) -> None:
+@pytest.fixture
+def sidecar(tmp_path: Path) -> Iterator[Sidecar]:
+    """Started in the fixture: only the measuring runs alone (`serial`, tests/conftest.py)."""
     with (
         demo_upstream(tmp_path) as upstream,
         run_sidecar(tmp_path, "--no-gpu-metrics", upstream=upstream) as sidecar,
     ):
-        asyncio.run(drive(int(sidecar.proxy_url.rsplit(":", 1)[1])))
-        text = sidecar.wait_metric(
-            "infermeter_requests_total", float(REQUESTS), model="bench", code="200"
-        )
+        yield sidecar
+
+
+def test_ttft_itl_tpot_agree_with_the_upstream(sidecar: Sidecar) -> None:
+    asyncio.run(drive(int(sidecar.proxy_url.rsplit(":", 1)[1])))
+    text = sidecar.wait_metric(
+        "infermeter_requests_total", float(REQUESTS), model="bench", code="200"
+    )
 
     def mean(name: str, count: float) -> float:
         assert value(text, name + "_count", model="bench") == count
