@@ -33,7 +33,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests bench harness generate
 	$(VENV)/bin/mypy
 
+# Compiled bytecode is kept (some environments set PYTHONDONTWRITEBYTECODE): the suite starts
+# a hundred sidecar processes and five xdist workers, each of which would compile the same
+# modules again. Compiled once here, as pip does for the installed packages.
 unit: $(STAMP)
+	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q src harness bench generate
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest
 
 # Coverage of every process the tests start (supervisor, workers, upstreams): slower than
