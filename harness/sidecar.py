@@ -36,14 +36,41 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+#: Ports a process hands out for servers it starts later: a block of its own per xdist
+#: worker, below the kernel's ephemeral range (32768-60999 by default), taken in turn.
+#: A port from `bind(("127.0.0.1", 0))` is free only until it is released: another xdist
+#: worker's next `bind(0)` (or a client's connection) may get it before the server this
+#: process meant it for binds it, and then a test talks to another test's server (seen:
+#: a request went to another worker's sidecar, which traced it under its own trace).
+PORT_BASE, PORT_BLOCK = 20_000, 800
+_next_port = os.getpid() * 97  # where in the block: a child process (bench.run) starts elsewhere
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    start = PORT_BASE + (int(worker) if worker.isdigit() else 0) % 15 * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports: bound all at once, since the kernel may hand the
-    port just released to the next bind (a sidecar then got the same port twice)."""
+    """`count` distinct loopback ports free now, from this process's block (above), each
+    one handed out again only after the whole block was: bound all at once to check them."""
+    global _next_port
+    block = _port_block()
+    found: list[int] = []
     with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+        for _ in range(len(block)):
+            port = block[_next_port % len(block)]
+            _next_port += 1
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use (by this run or anything else on the machine)
+                continue
+            found.append(port)
+            if len(found) == count:
+                return found
+    raise AssertionError(f"no {count} free ports in {block}")
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 15.0, what: str = "") -> T:
