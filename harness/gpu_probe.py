@@ -8,25 +8,21 @@ prometheus_client's server; it leaves out what `infermeter serve` adds around th
 (settings, the metrics port's guard, the renderer, the proxy), which tests of the sidecar
 as a whole cover. It starts in about a third of the CPU `infermeter serve` takes.
 
-`python -m harness.gpu_probe --port P --poll-interval S` logs like the sidecar (plain
-format) on stderr; LD_LIBRARY_PATH and FAKE_NVML_CONFIG choose the library and its state.
+The process is `python -m harness.gpu_exporter` (its own module, which imports neither
+httpx nor this harness); LD_LIBRARY_PATH and FAKE_NVML_CONFIG choose the library and its
+state.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 
 import httpx
-from prometheus_client import CollectorRegistry, start_http_server
 
 from harness.sidecar import (
     READY_TIMEOUT,
@@ -36,10 +32,6 @@ from harness.sidecar import (
     terminate,
     wait_for,
 )
-from infermeter import logs
-from infermeter.collectors import CollectorSet
-from infermeter.gpu.collector import GpuCollector
-from infermeter.gpu.poller import GpuPoller
 
 
 class GpuProbe(SidecarClient):
@@ -78,7 +70,7 @@ def run_gpu_probe(
     log = tmp_path / f"gpu-probe-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERMETER_")}
     env.update(LD_LIBRARY_PATH=str(lib_dir), FAKE_NVML_CONFIG=str(nvml_state))
-    argv = [sys.executable, "-m", "harness.gpu_probe", "--port", str(port)]
+    argv = [sys.executable, "-m", "harness.gpu_exporter", "--port", str(port)]
     argv += ["--poll-interval", str(poll_interval)]
     with log.open("wb") as sink:
         proc = subprocess.Popen(
@@ -91,30 +83,3 @@ def run_gpu_probe(
     probe = GpuProbe(proc, port, log)
     with serving(probe, ready=True):
         yield probe
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gpu_probe")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--poll-interval", type=float, default=0.1)
-    args = parser.parse_args(argv)
-    logs.configure("plain", "info")
-    poller = GpuPoller(args.poll_interval)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(CollectorSet([GpuCollector(poller, False, None)]))
-    stop = threading.Event()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    poller.start()
-    server, _ = start_http_server(args.port, addr="127.0.0.1", registry=registry)
-    stop.wait()
-    server.shutdown()
-    poller.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
