@@ -22,43 +22,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-
-from harness.sidecar import (
-    READY_TIMEOUT,
-    SidecarClient,
-    free_port,
-    serving,
-    terminate,
-    wait_for,
-)
+from harness.sidecar import Sidecar, free_port, serving
 
 
-class GpuProbe(SidecarClient):
+class GpuProbe(Sidecar):
     """The probe process, read as a sidecar without a proxy (`metrics`, `wait_metric`,
-    `log`)."""
+    `log`); it is ready once it serves the GPU families."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        super().__init__(port, log, None)
-        self.proc = proc
-
-    def exit_code(self) -> int | None:
-        return self.proc.poll()
-
-    def stop(self) -> int:
-        return terminate(self.proc)
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            code = self.exit_code()
-            if code is not None:
-                raise AssertionError(f"GPU probe exited {code}:\n{self.log()}")
-            try:
-                return self.get("/metrics?name[]=infermeter_gpu_up").status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, READY_TIMEOUT, "GPU probe")
+    kind, ready_path = "GPU probe", "/metrics?name[]=infermeter_gpu_up"
 
 
 @contextmanager
@@ -80,6 +51,6 @@ def run_gpu_probe(
             env=env,
             cwd=Path(__file__).parents[1],
         )
-    probe = GpuProbe(proc, port, log)
+    probe = GpuProbe(proc, port, log, None)
     with serving(probe, ready=True):
         yield probe

@@ -155,17 +155,20 @@ class SidecarClient:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    #: What it is, in messages, and what answers 200 once it is ready.
+    kind, ready_path = "sidecar", "/readyz"
+
     def wait_ready(self) -> None:
         def ready() -> bool:
             code = self.exit_code()
             if code is not None:
-                raise AssertionError(f"sidecar exited {code}:\n{self.log()}")
+                raise AssertionError(f"{self.kind} exited {code}:\n{self.log()}")
             try:
-                return self.get("/readyz").status_code == 200
+                return self.get(self.ready_path).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_for(ready, READY_TIMEOUT, "readyz")
+        wait_for(ready, READY_TIMEOUT, f"{self.kind}: {self.ready_path}")
 
     def wait_metric(
         self,
