@@ -42,13 +42,14 @@ def free_port() -> int:
 #: worker's next `bind(0)` (or a client's connection) may get it before the server this
 #: process meant it for binds it, and then a test talks to another test's server (seen:
 #: a request went to another worker's sidecar, which traced it under its own trace).
-PORT_BASE, PORT_BLOCK = 20_000, 800
+PORT_BASE, PORT_BLOCK, EPHEMERAL_START = 20_000, 800, 32_768
+PORT_BLOCKS = (EPHEMERAL_START - PORT_BASE) // PORT_BLOCK  # 15: xdist workers beyond share
 _next_port = os.getpid() * 97  # where in the block: a child process (bench.run) starts elsewhere
 
 
 def _port_block() -> range:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    start = PORT_BASE + (int(worker) if worker.isdigit() else 0) % 15 * PORT_BLOCK
+    start = PORT_BASE + (int(worker) if worker.isdigit() else 0) % PORT_BLOCKS * PORT_BLOCK
     return range(start, start + PORT_BLOCK)
 
 
