@@ -56,7 +56,7 @@ def _groups_file(config: pytest.Config, worker: str) -> Path:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group what must share a worker, and start the slowest tests first.
+    """Group what must share a worker, start the slowest tests first, `serial` ones last.
 
     - `serial` tests form one group (one worker, one after another);
     - a test using a module- or class-scoped fixture joins its module's group, so the
@@ -79,6 +79,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             groups[item.nodeid] = item.nodeid.split("::")[0]
 
     def rank(item: pytest.Item) -> int:
+        if item.get_closest_marker("serial"):
+            # last: it runs once the others have drained, on a machine idle by then, instead
+            # of stopping every worker mid-run until whatever they started (up to a 40 s
+            # bench run) has finished
+            return len(FIRST) + 1
         for index, prefix in enumerate(FIRST):
             if item.nodeid == prefix or item.nodeid.startswith((prefix + "::", prefix + "[")):
                 return index

@@ -18,7 +18,7 @@ from harness.loadgen import request_bytes, run_load
 from harness.sidecar import Sidecar, demo_upstream, run_sidecar, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # 2 ms tolerances: no other test runs
-D, G, TOKENS, REQUESTS, CONCURRENCY = 0.050, 0.010, 8, 100, 4
+D, G, TOKENS, REQUESTS, CONCURRENCY = 0.030, 0.010, 8, 100, 4
 
 
 async def drive(port: int) -> None:
