@@ -59,7 +59,9 @@ def test_every_gpu_metric_in_the_catalogue_is_exported_for_a_full_gpu(
 ) -> None:
     state = nvml_state(tmp_path, [profiles.gpu(0)])
     with run_inprocess(tmp_path, *FAST, lib_dir=fake_nvml_dir, nvml_state=state) as sidecar:
-        text = sidecar.wait_metric("infermeter_gpu_up", 1.0, gpu="0")
+        # GPM figures need two polls, and the XID thread counts an event without waiting
+        # for one: wait for GPM first (seen: the XID counted between the first two polls)
+        sidecar.wait_metric("infermeter_gpu_tensor_active_ratio", 0.0625, gpu="0")
         state_data = profiles.state(
             [profiles.gpu(0)], xid_events=[{"id": 1, "device": 0, "xid": 48}]
         )
