@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from bench import nginx
+from bench.floor import floor_proxy
 from bench.tree import tree_cpu
 from harness.loadgen import Sample, percentile, request_bytes, run_load
 from harness.sidecar import demo_upstream, run_sidecar
@@ -132,6 +133,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=16, help="requests per level per round")
     parser.add_argument("--out", type=Path, default=RESULTS / "proxy_latency.json")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench.floor, a minimal Python proxy measuring nothing (the yardstick)",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.streams.split(",")]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -144,6 +150,8 @@ def main() -> None:
         if nginx.available():
             url, worker = stack.enter_context(nginx.nginx_proxy(upstream))
             paths["nginx"] = (int(url.rsplit(":", 1)[1]), worker)
+        if args.floor:
+            paths["python_floor"] = stack.enter_context(floor_proxy(upstream))
         paths["infermeter"] = (int(sidecar.proxy_url.rsplit(":", 1)[1]), sidecar.proc.pid)
         results = asyncio.run(measure(paths, levels, args.rounds, args.budget))
     result = {
