@@ -20,8 +20,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -432,24 +433,63 @@ def _others_stopped(sidecar: Sidecar) -> Iterator[None]:
             os.kill(pid, signal.SIGCONT)
 
 
+UPLOAD = int(8.5 * MiB)  # over the 8 MiB one request may hold: it streams upstream
+
+
+def growth_with_uploads_open(
+    sidecar: Sidecar, send: Callable[[socket.socket, bytes], object], timeout: float
+) -> int:
+    """The sidecar's RSS growth with 20 uploads of UPLOAD bytes open, each connection's
+    bytes sent by `send(sock, request)` (`timeout`: of each send)."""
+    proxy = port_of(sidecar.proxy_url)
+    before = rss(sidecar)
+    uploads = []
+    try:
+        for _ in range(20):
+            sock = connect(proxy, timeout=timeout)
+            send(sock, post(CHAT, b"x" * UPLOAD))
+            uploads.append(sock)
+        time.sleep(1)
+        return rss(sidecar) - before
+    finally:
+        for sock in uploads:
+            sock.close()
+
+
 def test_unfinished_uploads_hold_a_bounded_total(tmp_path: Path) -> None:
     with (
         scripted_upstream() as upstream,
         run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
     ):
-        proxy = port_of(sidecar.proxy_url)
-        before = rss(sidecar)
-        uploads = []
-        size = int(8.5 * MiB)
-        for _ in range(20):
-            sock = connect(proxy)
-            sock.sendall(post(CHAT, b"x" * size)[: size - 1000])
-            uploads.append(sock)
-        time.sleep(1)
-        grown = rss(sidecar) - before
-        for sock in uploads:
-            sock.close()
+        grown = growth_with_uploads_open(
+            sidecar, lambda sock, request: sock.sendall(request[: UPLOAD - 1000]), timeout=10
+        )
     assert grown < 110 * MiB, grown  # the 64 MiB budget, not 20 x 8.5 MiB (172 MB before)
+
+
+def test_uploads_to_an_upstream_that_stops_reading_hold_a_bounded_total(tmp_path: Path) -> None:
+    """An upload too big to hold streams upstream, its held prefix first: that prefix counts
+    against the budget until the upstream has taken it. Before, the budget let it go as soon
+    as it was handed to the transport, so an upstream reading slowly (or not at all) left up
+    to 8 MiB per upload in the sidecar's buffers (seen: the test above, over 110 MiB, when
+    the suite starved the upstream's thread)."""
+
+    def send(sock: socket.socket, request: bytes) -> int:  # until the proxy stops reading
+        return send_until_cut(sock, (request[i : i + MiB] for i in range(0, len(request), MiB)))
+
+    stop = threading.Event()
+
+    def never_read(conn: socket.socket, number: int) -> None:
+        stop.wait(20)
+
+    with (
+        raw_upstream(never_read) as upstream,
+        run_sidecar(tmp_path, *QUIET, upstream=upstream.url) as sidecar,
+    ):
+        grown = growth_with_uploads_open(sidecar, send, timeout=0.3)
+        stop.set()
+    assert upstream.connections >= 9  # the uploads reached it: each held prefix went out
+    assert grown < 110 * MiB, grown  # the 64 MiB budget, not 20 x 8 MiB of prefixes (163 before)
 
 
 def test_a_malformed_body_is_counted_400_not_a_disconnect_and_logs_stay_short(

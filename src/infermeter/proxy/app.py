@@ -181,9 +181,19 @@ class ProxyApp:
         exchange: _Exchange,
         watch: Callable[[], None],
     ) -> AsyncIterator[bytes | bytearray]:
-        """Forward a request body that arrives in several messages, as it arrives."""
+        """Forward a request body that arrives in several messages, as it arrives.
+
+        The held prefix (`first`) leaves the budget only once the upstream connection has
+        drained it (the client awaits the drain before it asks for the next chunk): handed
+        to a transport the upstream reads slowly, it would still be in memory, up to 8 MiB
+        per upload beyond the budget."""
         chunk, more = first, True
         del first  # the held prefix must not outlive its write
+        if chunk:
+            yield chunk
+        self._held -= exchange.held - len(exchange.body)  # all but what the model scan reads
+        exchange.held = len(exchange.body)
+        chunk, more = await _next_chunk(receive, exchange)
         while more:
             if chunk:
                 yield chunk
@@ -305,10 +315,9 @@ class ProxyApp:
             if not await self._hold_body(body, receive, exchange):
                 # Too big to hold: send what we have, keep only what the model scan reads
                 # (the held buffer itself goes upstream: no copy of up to 8 MiB beside it).
+                # It stays in the budget until the upstream has taken it (_stream_body).
                 prefix = exchange.body
                 exchange.body = prefix[:SCAN_LIMIT]
-                self._held -= exchange.held - len(exchange.body)
-                exchange.held = len(exchange.body)
                 return self._stream_body(prefix, receive, exchange, watch)
             body = bytes(exchange.body)
             exchange.body = bytearray()
