@@ -28,7 +28,7 @@ FIRST = (
 #: xdist workers per usable CPU, for `-n auto` (pyproject's addopts). Much of the suite waits
 #: on real processes (Prometheus evaluating, Alertmanager grouping, timeouts running out), so
 #: 2.5 per core keeps the cores busy: on the 2-vCPU machine (#19) 3 workers took 4 min, 5
-#: about 3. Capped, since the serial test's wait grows with the workers.
+#: about 3, 6 no better. Capped: each worker pays collection, and more contention.
 WORKERS_PER_CPU, MAX_WORKERS = 2.5, 12
 
 

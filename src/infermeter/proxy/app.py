@@ -191,8 +191,7 @@ class ProxyApp:
         del first  # the held prefix must not outlive its write
         if chunk:
             yield chunk
-        self._held -= exchange.held - len(exchange.body)  # all but what the model scan reads
-        exchange.held = len(exchange.body)
+        self._release(exchange, keep=len(exchange.body))  # all but what the model scan reads
         chunk, more = await _next_chunk(receive, exchange)
         while more:
             if chunk:
@@ -325,10 +324,10 @@ class ProxyApp:
         watch()
         return body or None
 
-    def _release(self, exchange: _Exchange) -> None:
-        """Give the request's share of the body budget back."""
-        self._held -= exchange.held
-        exchange.held = 0
+    def _release(self, exchange: _Exchange, keep: int = 0) -> None:
+        """Give the request's share of the body budget back, all but `keep` bytes."""
+        self._held -= exchange.held - keep
+        exchange.held = keep
 
     async def _send_upstream(
         self,
