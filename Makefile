@@ -34,10 +34,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Compiled bytecode is kept (some environments set PYTHONDONTWRITEBYTECODE): the suite starts
-# a hundred sidecar processes and five xdist workers, each of which would compile the same
-# modules again. Compiled once here, as pip does for the installed packages.
+# a hundred sidecar processes and six xdist workers, each of which would compile the same
+# modules again. pytest's controller compiles them once before its workers start
+# (tests/conftest.py, harness/prewarm.py), as pip does for the installed packages.
 unit: $(STAMP)
-	env -u PYTHONDONTWRITEBYTECODE $(PY) -m compileall -q src harness bench generate
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest
 
 # Coverage of every process the tests start (supervisor, workers, upstreams): slower than

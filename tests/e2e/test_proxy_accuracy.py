@@ -18,7 +18,7 @@ from harness.loadgen import request_bytes, run_load
 from harness.sidecar import Sidecar, demo_upstream, run_sidecar, value
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial]  # 2 ms tolerances: no other test runs
-D, G, TOKENS, REQUESTS, CONCURRENCY = 0.030, 0.010, 8, 100, 10
+D, G, TOKENS, REQUESTS, CONCURRENCY = 0.030, 0.010, 8, 100, 4
 
 
 async def drive(port: int) -> None:
@@ -30,7 +30,7 @@ async def drive(port: int) -> None:
         streams,
         REQUESTS // streams,
         request_bytes(D, G, TOKENS, usage=True),
-        stagger=0.0093,
+        stagger=0.021,
     )
     assert (sample.requests, sample.errors) == (REQUESTS, 0)
 
