@@ -32,8 +32,8 @@ FIRST = (
 #: xdist workers per usable CPU, for `-n auto` (pyproject's addopts). Much of the suite waits
 #: on real processes (Prometheus evaluating, Alertmanager grouping, timeouts running out), so
 #: 3 per core keeps the cores busy: on the 2-vCPU machine (#19) 3 workers took 4 min, 5 about
-#: 3, 6 (once the controller warms the byte-code caches for all) 2 min 42 s. Capped: each
-#: worker pays its collection (~3 CPU-s), and more contention.
+#: 3, 6 (once the controller warms the byte-code caches for all) 2 min 41 s - 2 min 56 s.
+#: Capped: each worker pays its collection (~3 CPU-s), and more contention.
 WORKERS_PER_CPU, MAX_WORKERS = 3, 12
 
 
