@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from infermeter.proxy.headers import request_headers, response_headers
 from infermeter.proxy.recorder import OTHER_MODEL, UNKNOWN_MODEL, Recorder
 from infermeter.proxy.upstream import UpstreamClient
 from infermeter.streams.observation import Observation
+from infermeter.streams.parsers import StreamParser, parser_for
 from infermeter.streams.timing import SLO
 
 
@@ -123,8 +125,68 @@ class ExplodingParser:
     def feed(self, chunk: bytes) -> list[Observation]:
         raise RuntimeError("parser bug")
 
+    def feed_outputs(self, chunk: bytes) -> tuple[int, Sequence[Observation]]:
+        return 0, self.feed(chunk)
+
     def close(self) -> list[Observation]:
         return []
+
+
+class CountingParser:
+    """The real parser, noting how many plain output events each chunk was counted as."""
+
+    def __init__(self, inner: StreamParser) -> None:
+        self.inner = inner
+        self.expects_terminal = inner.expects_terminal
+        self.counted: list[int] = []
+
+    def feed(self, chunk: bytes) -> list[Observation]:
+        return self.inner.feed(chunk)
+
+    def feed_outputs(self, chunk: bytes) -> tuple[int, Sequence[Observation]]:
+        n, observations = self.inner.feed_outputs(chunk)
+        self.counted.append(n)
+        return n, observations
+
+    def close(self) -> list[Observation]:
+        return self.inner.close()
+
+
+def test_measuring_counts_the_bulk_chunks_of_a_stream_in_one_call() -> None:
+    """vLLM's token chunks take the counted path (`feed_outputs`, `RequestMeter.outputs`)
+    and are measured as the full parse would: 4 outputs, 3 ITL gaps."""
+    head = '{"id":"c","object":"chat.completion.chunk","model":"m","choices":[{"index":0,'
+    role = head + '"delta":{"role":"assistant","content":""},"finish_reason":null}]}'
+    token = head + '"delta":{"content":"x"},"logprobs":null,"finish_reason":null}]}'
+    finish = head + '"delta":{},"finish_reason":"stop"}]}'
+    chunks = [(0.0, sse(role)), *((0.02, sse(token)) for _ in range(4))]
+    parsers: list[CountingParser] = []
+
+    def counting(*args: Any, **kwargs: Any) -> CountingParser:
+        parsers.append(CountingParser(parser_for(*args, **kwargs)))
+        return parsers[-1]
+
+    with scripted_upstream() as upstream:
+        upstream.script("/v1/chat/completions", Script([*chunks, (0.02, sse(finish, "[DONE]"))]))
+        client = UpstreamClient(pool_size=4, connect_timeout=5, read_timeout=5, total_timeout=0)
+        recorder = Recorder.private(8, SLO(None, None, None), models=("m",))
+        registry = StoreView(recorder.store)
+        app = ProxyApp(upstream.url, client, recorder, counting)
+
+        async def scenario() -> list[dict[str, Any]]:
+            try:
+                return await call(app, b'{"model": "m", "stream": true}')
+            finally:
+                await client.close()
+
+        sent = asyncio.run(scenario())
+    assert sent[0]["status"] == 200
+    assert parsers[0].counted == [0, 1, 1, 1, 1, 0]  # the first chunk tells the model
+    labels = {"model": "m", "api": "chat_completions"}
+    itl = registry.get_sample_value("infermeter_inter_token_latency_seconds_count", labels)
+    assert itl == 3
+    tokens = registry.get_sample_value("infermeter_completion_tokens_estimated_total", {**labels})
+    assert tokens == 4
 
 
 def test_a_measuring_failure_never_fails_the_request(caplog: pytest.LogCaptureFixture) -> None:

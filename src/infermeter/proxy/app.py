@@ -599,7 +599,10 @@ class _Measure:
                 self.first = False
             parser = self.parser
             if parser is not None:
-                for observation in parser.feed(chunk):
+                outputs, observations = parser.feed_outputs(chunk)
+                if outputs:
+                    meter.outputs(outputs, now)
+                for observation in observations:
                     meter.observe(observation, now)
         except Exception as error:  # noqa: BLE001 - measuring must never fail the request
             self.app._measuring_failed(self.series, error, self.attrs)

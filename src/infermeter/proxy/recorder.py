@@ -54,13 +54,14 @@ class Series:
     histograms, which would cost dozens of series each.
     """
 
-    __slots__ = ("_children", "_parents", "api", "model")
+    __slots__ = ("_children", "_itl", "_parents", "api", "model")
 
     def __init__(self, model: str, api: str, parents: dict[str, Any]) -> None:
         self.model = model
         self.api = api
         self._parents = parents
         self._children: dict[str, Any] = {}
+        self._itl: HistogramChild | None = None  # `gap` runs per token: no lookup there
 
     @overload
     def child(self, name: Literal["in_flight"]) -> GaugeChild: ...
@@ -77,7 +78,9 @@ class Series:
 
     def gap(self, gap: float, k: int, exemplar: dict[str, str] | None = None) -> None:
         """One ITL gap of k tokens: k observations of gap/k (the sum gets the exact gap)."""
-        itl = self.child("itl")
+        itl = self._itl
+        if itl is None:
+            itl = self._itl = self.child("itl")
         if k == 1:
             itl.observe(gap, exemplar)
             return

@@ -176,13 +176,16 @@ class SSEDecoder:
             or self._overflow
             or self._skip_lf
             or not self._pending.idle
-            or b"\r" in chunk
+            or chunk.find(b"\r") >= 0  # not `in`: for bytes, that first tries an int
         ):
             return None
-        out: list[bytes] = []
         limit = self._max  # the line cap, stricter than the cap on the value's length + 1
+        end = len(chunk) - 2
+        if chunk.find(b"\n") == end:  # one event: the common chunk, one scan for its lines
+            return [chunk[6:end]] if end <= limit else None
+        out: list[bytes] = []
         for part in chunk[:-2].split(b"\n\n"):
-            if part[:6] != b"data: " or b"\n" in part or len(part) > limit:
+            if part[:6] != b"data: " or part.find(b"\n") >= 0 or len(part) > limit:
                 return None
             out.append(part[6:])
         return out
@@ -300,6 +303,11 @@ class ContentDecoder:
             self._wbits = 0  # decided by the first two bytes
         else:
             self._failed = True
+
+    @property
+    def identity(self) -> bool:
+        """No coding to undo: `decode` returns its chunk unchanged."""
+        return self._identity
 
     @property
     def failed(self) -> bool:

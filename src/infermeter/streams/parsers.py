@@ -7,6 +7,7 @@ line, or for a whole JSON body at :meth:`StreamParser.close`. It never raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from infermeter.streams.api import Api
@@ -18,6 +19,9 @@ from infermeter.streams.formats.responses import ResponsesInterpreter
 from infermeter.streams.formats.tgi import TGIInterpreter
 from infermeter.streams.framing import ContentDecoder, NDJSONDecoder, SSEDecoder, SSEEvent
 from infermeter.streams.observation import Observation
+
+#: No observations, shared: what `feed_outputs` returns beside a count.
+_NONE: tuple[Observation, ...] = ()
 
 #: Largest non-streaming JSON body buffered for its usage report. Larger bodies (long
 #: completions with logprobs, embeddings of big batches) are passed through but reported
@@ -38,6 +42,12 @@ class StreamParser(Protocol):
 
     def feed(self, chunk: bytes) -> list[Observation]:
         """Observations completed by this chunk of raw (still encoded) body bytes."""
+        ...
+
+    def feed_outputs(self, chunk: bytes) -> tuple[int, Sequence[Observation]]:
+        """`feed`, with the bulk of a stream made cheap: a chunk whose events are all plain
+        output (each observed as `OUTPUT`) gives their count and no list, ``(n, ())``,
+        for `RequestMeter.outputs`; any other chunk gives ``(0, feed(chunk))``."""
         ...
 
     def close(self) -> list[Observation]:
@@ -71,6 +81,9 @@ class _FramedParser:
             return [event("message", payload) for payload in whole]
         return [event(name, payload) for name, payload in self._frames(data, final=False)]
 
+    def feed_outputs(self, chunk: bytes) -> tuple[int, Sequence[Observation]]:
+        return 0, self.feed(chunk)
+
     def _whole(self, data: bytes) -> list[bytes] | None:
         """The data of the whole `message` events `data` consists of, when the framer can
         tell without its state machine (and consumes it); None: use `_frames`."""
@@ -88,11 +101,31 @@ class _FramedParser:
 class SSEParser(_FramedParser):
     """``text/event-stream`` bodies."""
 
-    __slots__ = ("_sse",)
+    __slots__ = ("_plain", "_sse")
 
     def __init__(self, interp: Interpreter, content: ContentDecoder) -> None:
         super().__init__(interp, content)
         self._sse = SSEDecoder()
+        # The one format whose bulk events can be told apart without parsing them, when
+        # the chunk is the event bytes themselves.
+        self._plain: Callable[[list[bytes]], bool] | None = (
+            interp.plain_outputs
+            if content.identity and isinstance(interp, OpenAIInterpreter)
+            else None
+        )
+
+    def feed_outputs(self, chunk: bytes) -> tuple[int, Sequence[Observation]]:
+        """One decoder call and one interpreter call for the bulk chunk of an OpenAI
+        stream (whole `data:` events of text deltas), instead of a call per event."""
+        plain = self._plain
+        if plain is not None and not self._closed:
+            whole = self._sse.whole_data(chunk)
+            if whole is not None:
+                if plain(whole):
+                    return len(whole), _NONE
+                event = self._interp.event
+                return 0, [event("message", payload) for payload in whole]
+        return 0, self.feed(chunk)
 
     def _whole(self, data: bytes) -> list[bytes] | None:
         return self._sse.whole_data(data)
@@ -146,6 +179,9 @@ class JSONBodyParser:
             self._keep(self._content.decode(chunk))
         return []
 
+    def feed_outputs(self, chunk: bytes) -> tuple[int, Sequence[Observation]]:
+        return 0, self.feed(chunk)
+
     def close(self) -> list[Observation]:
         if self._closed:
             return []
@@ -177,6 +213,9 @@ class GenericParser:
 
     def feed(self, chunk: bytes) -> list[Observation]:
         return []
+
+    def feed_outputs(self, chunk: bytes) -> tuple[int, Sequence[Observation]]:
+        return 0, _NONE
 
     def close(self) -> list[Observation]:
         return []

@@ -23,6 +23,19 @@ _TEXT_DELTA = re.compile(rb'"delta":\{"(?:content|reasoning|reasoning_content)":
 _TEXT_KEYS = ("content", "reasoning", "reasoning_content", "refusal")
 
 
+def _plain_output(data: bytes) -> bool:
+    """An event of the bulk of a stream (see `_TEXT_DELTA`): output and nothing else.
+
+    `find`, not `in`: for bytes, `in` first tries its operand as an int (and fails)."""
+    return (
+        data.find(b'"finish_reason":null') >= 0
+        and data.find(b'"usage"') < 0
+        and data.find(b'"error"') < 0
+        and data.count(b'"index"') == 1
+        and _TEXT_DELTA.search(data) is not None
+    )
+
+
 def _tool_output(calls: object) -> bool:
     for call in as_list(calls):
         fn = as_dict(call.get("function")) if type(call) is dict else None
@@ -82,16 +95,14 @@ class OpenAIInterpreter:
 
     fast_path = True  # tests switch it off to prove it changes nothing
 
+    def plain_outputs(self, events: list[bytes]) -> bool:
+        """Whether `event` would read every one of these events as `OUTPUT` by its fast
+        path, without changing any state: then the caller may count them instead (the
+        bulk of a stream costs one call per chunk, not one per event)."""
+        return self.fast_path and self._model_seen and all(map(_plain_output, events))
+
     def event(self, name: str, data: bytes) -> Observation:
-        if (
-            self.fast_path
-            and self._model_seen
-            and b'"finish_reason":null' in data
-            and b'"usage"' not in data
-            and b'"error"' not in data
-            and data.count(b'"index"') == 1
-            and _TEXT_DELTA.search(data) is not None
-        ):
+        if self.fast_path and self._model_seen and _plain_output(data):
             return OUTPUT
         if data[:1] != b"{":
             stripped = data.strip()
