@@ -532,3 +532,29 @@ def test_relay_hands_every_chunk_to_the_sink_in_order_and_holds_the_upstream() -
         await c.close()
 
     run(main())
+
+
+def test_a_request_begun_early_is_sent_again_on_the_same_terms() -> None:
+    """`begin` writes at once on an idle connection; `answer` then follows `request`'s
+    rules when that connection turns out stale: a GET goes again, a POST never does."""
+    received: list[bytes] = []
+
+    async def main() -> None:
+        server, url = await serve(_stale_after_one_answer(received))
+        c = client(url)
+        assert c.begin("GET", "/", [], None) is None  # no idle connection yet
+        assert received == []
+        assert await body_of(await c.request("GET", "/", [], None)) == b"ok"
+        begun = c.begin("GET", "/", [], None)
+        assert begun is not None
+        assert await body_of(await c.answer(begun)) == b"ok"
+        assert len(received) == 3  # lost once, answered on a new connection
+        begun = c.begin("POST", "/v1/chat/completions", [], b'{"model":"m"}')
+        assert begun is not None
+        with pytest.raises(Disconnected):
+            await c.answer(begun)
+        posts = [head for head in received if head.startswith(b"POST /v1/chat")]
+        assert len(posts) == 1
+        server.close()
+
+    run(main())

@@ -47,6 +47,10 @@ REJECTED = "infermeter.rejected"
 #: nothing to call). Present only under this protocol: elsewhere, watch `receive()`.
 DISCONNECTED = "infermeter.disconnected"
 Reject = Callable[[str], None]  # counts a rejection by reason
+#: `eager(scope, body)`: called from the parser once a request's head and whole body are
+#: in, before the request's task first runs; True means it took the body over (the task
+#: must not `receive()` it: `scope` carries what the application needs instead).
+Eager = Callable[[dict[str, Any], bytes], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +71,16 @@ def response(status: int, message: str) -> bytes:
     )
 
 
-def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with `limits`; `on_reject(reason)` counts refusals."""
+def guarded_protocol(
+    limits: Limits, on_reject: Reject, eager: Eager | None = None
+) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with `limits`; `on_reject(reason)` counts refusals.
+
+    `eager(scope, body)`, when given, is offered every request whose head and whole body
+    came in one read, before its task first runs (see `Eager`)."""
 
     class Guarded(HttpToolsProtocol):
+        _g_fresh = False  # this read completed the head of a request whose task is started
         _g_in_head = True  # reading a request head (the first one from the connection on)
         _g_headers_done = False  # the head of the current request is complete
         _g_head_bytes = 0  # bytes read while in the head (httptools holds them)
@@ -113,6 +123,7 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
             in_body = self._g_headers_done and self.cycle.more_body
             self._g_body_seen = False
             super().data_received(data)
+            self._g_fresh = False  # the task may run before the next read: it owns the body
             if self._g_rejected:
                 return
             # Timers are armed only when a head or body is still incomplete after a read:
@@ -185,8 +196,11 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
                 return
             self._g_headers_done = True
             super().on_headers_complete()
-            if self.cycle is not None:
-                self.cycle.scope[DISCONNECTED] = None  # type: ignore[literal-required]
+            cycle = self.cycle
+            if cycle is not None:
+                cycle.scope[DISCONNECTED] = None  # type: ignore[literal-required]
+                # Not a pipelined request waiting for the one before it to be answered.
+                self._g_fresh = not (self.pipeline and self.pipeline[0][0] is cycle)
 
         def on_body(self, body: bytes) -> None:
             if self._g_rejected:
@@ -200,6 +214,19 @@ def guarded_protocol(limits: Limits, on_reject: Reject) -> type[HttpToolsProtoco
                 return
             self._g_cancel()
             super().on_message_complete()
+            cycle = self.cycle
+            if (
+                eager is not None
+                and self._g_fresh
+                and cycle is not None
+                and not cycle.more_body
+                and not cycle.response_complete
+                and eager(cast("dict[str, Any]", cycle.scope), bytes(cycle.body))
+            ):
+                # What receive() does when it hands the body over: the task will not ask.
+                cycle.body = bytearray()
+                self.flow.resume_reading()
+            self._g_fresh = False
 
         def send_400_response(self, msg: str) -> None:
             self._g_mark(400)

@@ -148,7 +148,9 @@ class Worker:
         config = uvicorn.Config(
             self.proxy,
             loop="none",  # we own the loop
-            http=guarded_protocol(settings_limits(settings, connections), rejected),
+            http=guarded_protocol(
+                settings_limits(settings, connections), rejected, eager=self.proxy.eager
+            ),
             ws="none",  # upgrades are not tunnelled
             lifespan="on",
             log_config=None,

@@ -24,6 +24,7 @@ from infermeter.proxy.errors import JSON_HEADERS, ClientStreamAborted, error_bod
 from infermeter.proxy.headers import request_headers, response_headers
 from infermeter.proxy.recorder import OTHER_MODEL, Attrs, Recorder, Series
 from infermeter.proxy.upstream import (
+    Begun,
     Body,
     ConnectError,
     ConnectTimeout,
@@ -67,6 +68,10 @@ class Failure(NamedTuple):
     reason: str
 
 
+#: Scope key of a request `ProxyApp.eager` took over (an `_Early`).
+EAGER = "infermeter.eager"
+
+
 class _Exchange:
     """Per-request state shared with the disconnect watcher and the body generator."""
 
@@ -100,6 +105,33 @@ class _Exchange:
         self.client_gone = False
         self.finished = False
         self.held = 0  # bytes of the buffer budget this request holds
+
+
+class _Early:
+    """What `ProxyApp.eager` did for a request, for its task."""
+
+    __slots__ = ("begun", "data", "error", "exchange", "headers", "t0", "target")
+
+    def __init__(
+        self,
+        exchange: _Exchange,
+        t0: float,
+        target: str,
+        headers: list[tuple[str, str]],
+        data: bytes | None,
+        begun: Begun | None,
+    ) -> None:
+        self.exchange = exchange
+        self.t0 = t0
+        self.target = target
+        self.headers = headers
+        self.data = data
+        self.begun = begun  # None: no connection was fit; the task sends it
+        self.error: Exception | None = None  # raised by the bookkeeping after the write
+
+
+#: The answer for a client that left before its request's task ran (counted as gone).
+_LEFT = Failure(CLIENT_CLOSED, ErrorType.CLIENT_DISCONNECT, "the client went away")
 
 
 class ProxyApp:
@@ -216,37 +248,57 @@ class ProxyApp:
                 return False
             chunk, more = await _next_chunk(receive, exchange)
 
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
+    def eager(self, scope: Scope, body: bytes) -> bool:
+        """The server's callback once a request's head and whole body are in, before the
+        request's task first runs (guard.Eager): when the body fits the hold budget and an
+        idle upstream connection is at hand, the request is written upstream from here.
+
+        This is the floor's shape (bench/README.md): the upstream starts work without
+        waiting for the loop to run the task, for the ASGI body message and for the model
+        lookup, which were most of the proxy's added TTFT. True: the request was taken
+        over (`scope[EAGER]`; the task must not read the body); False: nothing was done."""
+        size = len(body)
+        if size >= REQUEST_INSPECT_LIMIT or self._held + size > self._budget:
+            return False
+        if not self._client.has_idle:
+            return False  # a connect or a wait for the pool: the task's work, as before
+        t0 = time.perf_counter()
+        try:
+            exchange = self._open(scope)
+            target, headers = self._upstream_request(scope, exchange)
+        except Exception:  # noqa: BLE001 - the task does it again and fails as it always did
+            return False
+        exchange.whole = body
+        exchange.held = size
+        self._held += size
+        data = body or None
+        begun = self._client.begin(scope["method"], target, headers, data)
+        early = _Early(exchange, t0, target, headers, data, begun)
+        scope[EAGER] = early
+        # It may leave before its task runs; the task arms its own callback (watch()).
+        scope[DISCONNECTED] = partial(self._gone, exchange, None)
+        if begun is not None:
+            try:
+                self._in_flight(exchange, body)
+            except Exception as error:  # noqa: BLE001 - raised in the task, as it would be
+                early.error = error
+        return True
+
+    def _open(self, scope: Scope) -> _Exchange:
+        """A request's state, from its head."""
         path: str = scope["path"]
         exchange = _Exchange(api_for_path(path), path)
         if self._attributed:
             exchange.attrs = self._recorder.attrs(scope["headers"])
         if self._tracing is not None:
             exchange.trace = self._tracing.start(scope["headers"], scope["method"], exchange.api)
-        task = asyncio.current_task()
-        watcher: asyncio.Task[None] | None = None
+        return exchange
 
-        def watch() -> None:
-            nonlocal watcher
-            if DISCONNECTED in scope:  # the server calls back: no task waiting on receive()
-                scope[DISCONNECTED] = partial(self._gone, exchange, task)
-            else:
-                watcher = asyncio.ensure_future(self._watch(receive, exchange, task))
-
-        try:
-            data = await self._request_body(receive, exchange, watch)
-            sent = None  # a streamed body is in flight once it has all gone (_stream_body)
-            if data is None or isinstance(data, bytes):
-                sent = partial(self._in_flight, exchange, data or b"")
-        except ClientStreamAborted:
-            self._release(exchange)
-            self._finish_early(exchange, *_gone(scope), t0)
-            return
-        except BaseException:  # cancelled (shutdown): the held bytes must not leak
-            self._release(exchange)
-            raise
-
-        raw_path: bytes = scope.get("raw_path") or path.encode()
+    def _upstream_request(
+        self, scope: Scope, exchange: _Exchange
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The upstream request's target and headers."""
+        raw_path: bytes = scope.get("raw_path") or exchange.path.encode()
         target = self._base_path + raw_path.decode("latin-1")
         if scope.get("query_string"):
             target += "?" + scope["query_string"].decode("latin-1")
@@ -259,9 +311,55 @@ class ProxyApp:
         )
         if exchange.trace is not None:
             headers = exchange.trace.upstream_headers(headers)
+        return target, headers
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, t0: float) -> None:
+        early: _Early | None = scope.pop(EAGER, None)
+        exchange = self._open(scope) if early is None else early.exchange
+        task = asyncio.current_task()
+        watcher: asyncio.Task[None] | None = None
+
+        def watch() -> None:
+            nonlocal watcher
+            if DISCONNECTED in scope:  # the server calls back: no task waiting on receive()
+                scope[DISCONNECTED] = partial(self._gone, exchange, task)
+            else:
+                watcher = asyncio.ensure_future(self._watch(receive, exchange, task))
+
+        begun: Begun | None = None
+        data: Body
+        if early is not None:  # written upstream already, or about to be: no body to read
+            t0, data, begun = early.t0, early.data, early.begun
+            target, headers = early.target, early.headers
+            sent: Callable[[], None] | None = partial(self._in_flight, exchange, data or b"")
+            watch()
+        else:
+            try:
+                data = await self._request_body(receive, exchange, watch)
+                sent = None  # a streamed body is in flight once it has all gone (_stream_body)
+                if data is None or isinstance(data, bytes):
+                    sent = partial(self._in_flight, exchange, data or b"")
+            except ClientStreamAborted:
+                self._release(exchange)
+                self._finish_early(exchange, *_gone(scope), t0)
+                return
+            except BaseException:  # cancelled (shutdown): the held bytes must not leak
+                self._release(exchange)
+                raise
+            target, headers = self._upstream_request(scope, exchange)
         response: Response | None = None
         try:
-            answer = await self._send_upstream(scope["method"], target, headers, data, sent)
+            if exchange.client_gone:  # it left before this task ran (an eager request)
+                if begun is not None:
+                    begun.abandon()  # the upstream sees the close and stops generating
+                answer: Response | Failure = _LEFT
+            elif begun is not None and early is not None and early.error is not None:
+                begun.abandon()
+                raise early.error
+            else:
+                answer = await self._send_upstream(
+                    scope["method"], target, headers, data, sent, begun
+                )
             if isinstance(answer, Failure):
                 if exchange.client_gone:  # the upload broke off: nobody to answer
                     self._finish_early(exchange, *_gone(scope), t0)
@@ -336,10 +434,13 @@ class ProxyApp:
         headers: list[tuple[str, str]],
         data: Body,
         sent: Callable[[], None] | None = None,
+        begun: Begun | None = None,
     ) -> Response | Failure:
         """The upstream's response head, or why there is none; `sent()` runs once the
-        request is written."""
+        request is written. `begun`: the request was written already (`eager`)."""
         try:
+            if begun is not None:
+                return await self._client.answer(begun, sent)
             return await self._client.request(method, target, headers, data, sent)
         except (ConnectTimeout, ConnectError) as exc:
             return Failure(502, ErrorType.UPSTREAM_CONNECT, str(exc))

@@ -17,7 +17,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import cast
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -437,6 +437,32 @@ class _Connection(asyncio.Protocol):
         return counted
 
 
+class Begun(NamedTuple):
+    """A request `UpstreamClient.begin` wrote; its response head is still to come."""
+
+    conn: _Connection
+    response: Response
+    method: str
+    head: bytes
+    body: bytes | None
+    chunked: bool
+
+    def abandon(self) -> None:
+        """Nobody will read the response (the client left first): close the connection,
+        so the upstream sees the disconnect and stops generating."""
+        self.conn.close()
+        self.response.release()
+
+
+def _may_resend(conn: _Connection, exc: Disconnected, method: str, body: Body) -> bool:
+    """A reused connection the upstream closed before answering: send again only when that
+    cannot run the request twice (nothing was written, or the method is idempotent) and
+    the body can be replayed."""
+    if not conn.reused or isinstance(body, AsyncIterator):
+        return False
+    return isinstance(exc, NotSent) or method in IDEMPOTENT_METHODS
+
+
 class UpstreamClient:
     """A pool of keep-alive connections to one upstream origin."""
 
@@ -474,18 +500,24 @@ class UpstreamClient:
         self._origin = (host, port, context, host_header.encode("idna"))
 
     # --- pool -----------------------------------------------------------------------------
-    async def _acquire(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection still worth reusing; stale ones close."""
         while self._idle:
             conn = self._idle.pop()
             if conn.idle_handle is not None:
                 conn.idle_handle.cancel()
                 conn.idle_handle = None
-            if not conn.closed and now - conn.last_activity < KEEPALIVE_SECONDS:
+            if not conn.closed and conn.loop.time() - conn.last_activity < KEEPALIVE_SECONDS:
                 conn.reused = True
                 return conn
             conn.close()
+        return None
+
+    async def _acquire(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        idle = self._take_idle()
+        if idle is not None:
+            return idle
         while self._open >= self.pool_size:
             waiter = loop.create_future()
             self._waiters.append(waiter)
@@ -553,6 +585,11 @@ class UpstreamClient:
                 return
 
     @property
+    def has_idle(self) -> bool:
+        """An idle connection may be at hand (`begin` checks it is still fit)."""
+        return bool(self._idle)
+
+    @property
     def open_connections(self) -> int:
         return self._open
 
@@ -585,12 +622,66 @@ class UpstreamClient:
         try:
             return await self._exchange(conn, method == "HEAD", head, body, chunked, sent)
         except Disconnected as exc:
-            if not conn.reused or isinstance(body, AsyncIterator):
-                raise
-            if not isinstance(exc, NotSent) and method not in IDEMPOTENT_METHODS:
+            if not _may_resend(conn, exc, method, body):
                 raise
         conn = await self._acquire()
         return await self._exchange(conn, method == "HEAD", head, body, chunked, sent)
+
+    def begin(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> Begun | None:
+        """Write a request whose body is in hand on an idle connection now, synchronously
+        (from the server's parser callback, before any task runs): the upstream starts
+        work one loop iteration earlier, which is most of the proxy's added TTFT. None when
+        no idle connection is fit for it; then nothing was written (use `request`).
+        `answer()` gets the response head."""
+        if not self._idle:
+            return None
+        conn = self._take_idle()
+        if conn is None:
+            return None
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            conn.close()
+            return None
+        head, chunked = self._request_head(method, target, headers, body)
+        response = self._start(conn, method == "HEAD")
+        transport.write(head + body if body else head)
+        return Begun(conn, response, method, head, body, chunked)
+
+    async def answer(self, begun: Begun, sent: Callable[[], None] | None = None) -> Response:
+        """The response head of a request `begin` wrote; sent again on a new connection on
+        the terms of `request` (`sent()` is called then, as `request` does)."""
+        conn, response = begun.conn, begun.response
+        try:
+            await self._head(conn, response)
+            return response
+        except Disconnected as exc:
+            if not _may_resend(conn, exc, begun.method, begun.body):
+                raise
+        conn = await self._acquire()
+        return await self._exchange(
+            conn, begun.method == "HEAD", begun.head, begun.body, begun.chunked, sent
+        )
+
+    def _start(self, conn: _Connection, head_only: bool) -> Response:
+        response = conn.start(head_only)
+        if self.total_timeout:
+            response._deadline = conn.loop.call_later(
+                self.total_timeout,
+                response.fail,
+                ReadTimeout("the upstream exchange took longer than the total timeout"),
+            )
+        return response
+
+    @staticmethod
+    async def _head(conn: _Connection, response: Response) -> None:
+        try:
+            await response.head()
+        except BaseException:
+            conn.close()
+            response.release()
+            raise
 
     async def _exchange(
         self,
@@ -601,22 +692,16 @@ class UpstreamClient:
         chunked: bool,
         sent: Callable[[], None] | None = None,
     ) -> Response:
-        response = conn.start(head_only)
-        if self.total_timeout:
-            response._deadline = conn.loop.call_later(
-                self.total_timeout,
-                response.fail,
-                ReadTimeout("the upstream exchange took longer than the total timeout"),
-            )
+        response = self._start(conn, head_only)
         try:
             await self._send(conn, head, body, chunked)
             if sent is not None:
                 sent()
-            await response.head()
         except BaseException:
             conn.close()
             response.release()
             raise
+        await self._head(conn, response)
         return response
 
     def _request_head(
