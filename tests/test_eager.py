@@ -131,6 +131,17 @@ async def _untouched() -> dict[str, Any]:
     raise AssertionError("an eager request's task must not read the body")
 
 
+async def _drive(app: ProxyApp, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run the request's task as uvicorn would; every ASGI message it sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, _untouched, send)
+    return sent
+
+
 async def _warm(app: ProxyApp) -> None:
     """One request through the task path: the pool then holds an idle connection."""
     from harness.asgi import call
@@ -167,13 +178,7 @@ def test_an_eager_request_reaches_the_upstream_before_its_task_and_is_measured()
                 assert scope[EAGER].begun is not None  # written on the idle connection
                 await _seen(upstream, 2)  # no task exists: only the loop's I/O ran
                 assert upstream.seen[1].body == BODY
-                sent: list[dict[str, Any]] = []
-
-                async def send(message: dict[str, Any]) -> None:
-                    sent.append(message)
-
-                await app(scope, _untouched, send)
-                return sent
+                return await _drive(app, scope)
             finally:
                 await pool.close()
 
@@ -232,13 +237,7 @@ def test_a_client_gone_before_its_task_ran_closes_the_upstream_request() -> None
                 assert app.eager(scope, BODY)
                 await _seen(upstream, 2)  # the upstream is generating
                 scope[DISCONNECTED]()  # the connection was lost
-                sent: list[dict[str, Any]] = []
-
-                async def send(message: dict[str, Any]) -> None:
-                    sent.append(message)
-
-                await app(scope, _untouched, send)
-                return sent
+                return await _drive(app, scope)
             finally:
                 await pool.close()
 
