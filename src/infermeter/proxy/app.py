@@ -254,9 +254,10 @@ class ProxyApp:
         idle upstream connection is at hand, the request is written upstream from here.
 
         This is the floor's shape (bench/README.md): the upstream starts work without
-        waiting for the loop to run the task, for the ASGI body message and for the model
-        lookup, which were most of the proxy's added TTFT. True: the request was taken
-        over (`scope[EAGER]`; the task must not read the body); False: nothing was done."""
+        waiting for the loop to run the task (behind other streams' callbacks when it is
+        busy), for the ASGI body message and for the model lookup. True: the request was
+        taken over (`scope[EAGER]`; the task must not read the body); False: nothing was
+        done."""
         size = len(body)
         if size >= REQUEST_INSPECT_LIMIT or self._held + size > self._budget:
             return False

@@ -632,11 +632,9 @@ class UpstreamClient:
     ) -> Begun | None:
         """Write a request whose body is in hand on an idle connection now, synchronously
         (from the server's parser callback, before any task runs): the upstream starts
-        work one loop iteration earlier, which is most of the proxy's added TTFT. None when
-        no idle connection is fit for it; then nothing was written (use `request`).
-        `answer()` gets the response head."""
-        if not self._idle:
-            return None
+        work without waiting for the loop to run the request's task. None when no idle
+        connection is fit for it; then nothing was written (use `request`). `answer()`
+        gets the response head."""
         conn = self._take_idle()
         if conn is None:
             return None

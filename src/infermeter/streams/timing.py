@@ -189,27 +189,9 @@ class RequestMeter:
         """``n`` events observed as `OUTPUT` (and so nothing else), all at ``t``: what ``n``
         calls of `observe` would do, in one call (the bulk chunk of a stream, from
         `StreamParser.feed_outputs`). The gaps after the first are 0 at one token each."""
-        if n <= 0:
-            return
-        self._outputs += 1  # `_output`, inline: this runs for nearly every chunk
-        if self._first_output is None:
-            self._first_output = t
-        else:
-            k = self._pending_tokens or 1
-            gap = t - self._last_output
-            if gap < 0.0:  # max(gap, 0.0), without the call
-                gap = 0.0
-            on_gap = self._on_gap
-            if on_gap is not None:
-                if self._streaming:
-                    on_gap(gap, k)
-            else:
-                self._itl.append((gap, k))
-        self._pending_tokens = None
-        self._last_output = t
-        if n > 1:  # several events in one chunk: rare
-            for _ in range(n - 1):
-                self._output(t)
+        output = self._output
+        for _ in range(n):
+            output(t)
 
     def _output(self, t: float) -> None:
         """An output-bearing event: the first output, or one ITL gap of the tokens pending
@@ -219,7 +201,9 @@ class RequestMeter:
             self._first_output = t
         else:
             k = self._pending_tokens or 1
-            gap = max(t - self._last_output, 0.0)
+            gap = t - self._last_output
+            if gap < 0.0:  # max(gap, 0.0) without the call: this runs for nearly every chunk
+                gap = 0.0
             if self._on_gap is not None:
                 if self._streaming:
                     self._on_gap(gap, k)
