@@ -110,7 +110,7 @@ class _Exchange:
 class _Early:
     """What `ProxyApp.eager` did for a request, for its task."""
 
-    __slots__ = ("begun", "data", "error", "exchange", "headers", "t0", "target")
+    __slots__ = ("begun", "data", "exchange", "headers", "t0", "target")
 
     def __init__(
         self,
@@ -127,7 +127,6 @@ class _Early:
         self.headers = headers
         self.data = data
         self.begun = begun  # None: no connection was fit; the task sends it
-        self.error: Exception | None = None  # raised by the bookkeeping after the write
 
 
 #: The answer for a client that left before its request's task ran (counted as gone).
@@ -274,15 +273,10 @@ class ProxyApp:
         self._held += size
         data = body or None
         begun = self._client.begin(scope["method"], target, headers, data)
-        early = _Early(exchange, t0, target, headers, data, begun)
-        scope[EAGER] = early
+        # The labels and the in-flight gauge follow in the task (`answer` calls `sent`).
+        scope[EAGER] = _Early(exchange, t0, target, headers, data, begun)
         # It may leave before its task runs; the task arms its own callback (watch()).
         scope[DISCONNECTED] = partial(self._gone, exchange, None)
-        if begun is not None:
-            try:
-                self._in_flight(exchange, body)
-            except Exception as error:  # noqa: BLE001 - raised in the task, as it would be
-                early.error = error
         return True
 
     def _open(self, scope: Scope) -> _Exchange:
@@ -354,9 +348,6 @@ class ProxyApp:
                 if begun is not None:
                     begun.abandon()  # the upstream sees the close and stops generating
                 answer: Response | Failure = _LEFT
-            elif begun is not None and early is not None and early.error is not None:
-                begun.abandon()
-                raise early.error
             else:
                 answer = await self._send_upstream(
                     scope["method"], target, headers, data, sent, begun

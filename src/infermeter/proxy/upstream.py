@@ -648,11 +648,11 @@ class UpstreamClient:
         return Begun(conn, response, method, head, body, chunked)
 
     async def answer(self, begun: Begun, sent: Callable[[], None] | None = None) -> Response:
-        """The response head of a request `begin` wrote; sent again on a new connection on
-        the terms of `request` (`sent()` is called then, as `request` does)."""
+        """The response head of a request `begin` wrote; `sent()` is called first (it was
+        written), and again if it is sent again on a new connection, on `request`'s terms."""
         conn, response = begun.conn, begun.response
         try:
-            await self._head(conn, response)
+            await self._head(conn, response, sent)
             return response
         except Disconnected as exc:
             if not _may_resend(conn, exc, begun.method, begun.body):
@@ -673,8 +673,12 @@ class UpstreamClient:
         return response
 
     @staticmethod
-    async def _head(conn: _Connection, response: Response) -> None:
+    async def _head(conn: _Connection, response: Response, sent: Callable[[], None] | None) -> None:
+        """`sent()` (the request is written), then the response head; on any failure the
+        connection is closed and the response released."""
         try:
+            if sent is not None:
+                sent()
             await response.head()
         except BaseException:
             conn.close()
@@ -693,13 +697,11 @@ class UpstreamClient:
         response = self._start(conn, head_only)
         try:
             await self._send(conn, head, body, chunked)
-            if sent is not None:
-                sent()
         except BaseException:
             conn.close()
             response.release()
             raise
-        await self._head(conn, response)
+        await self._head(conn, response, sent)
         return response
 
     def _request_head(
