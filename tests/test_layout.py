@@ -31,6 +31,8 @@ BENCH_UNDER_TEST = {
     "tests/test_bench_smoke.py",
     "tests/e2e/test_soak_short.py",
     "tests/test_bench_floor.py",
+    "tests/test_bench_tree.py",
+    "tests/test_bench_cpu_split.py",
 }
 
 
