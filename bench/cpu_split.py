@@ -33,12 +33,12 @@ Paths = dict[str, tuple[int, int]]  # name -> (port, PID of the process tree cou
 
 
 async def per_event(
-    paths: Paths, streams: int, rounds: int, per_stream: int
+    paths: Paths, streams: int, rounds: int, per_stream: int, ttft: float = TTFT, itl: float = ITL
 ) -> dict[str, dict[str, float]]:
     """Each path `rounds` times (the order rotating): medians and quartiles of CPU µs per
     forwarded event, and each path's ratio to nginx's median when nginx ran."""
-    request = request_bytes(TTFT, ITL, TOKENS)
-    stagger = (TTFT + TOKENS * ITL) / streams
+    request = request_bytes(ttft, itl, TOKENS)
+    stagger = (ttft + TOKENS * itl) / streams
     spent: dict[str, list[float]] = {name: [] for name in paths}
     for port, _ in paths.values():  # warm up: first connections and requests
         await run_load("127.0.0.1", port, 4, 2, request, 0.01)
@@ -63,14 +63,16 @@ async def per_event(
     return out
 
 
-async def split(port: int, pid: int, streams: int, requests: int) -> dict[str, float]:
+async def split(
+    port: int, pid: int, streams: int, requests: int, ttft: float = TTFT, itl: float = ITL
+) -> dict[str, float]:
     """CPU µs per request and per event, from runs of 2-token and 40-token requests."""
     cost = {}
     for tokens, per_stream in ((2, requests), (40, max(1, requests // 10))):
-        request = request_bytes(TTFT, ITL, tokens)
+        request = request_bytes(ttft, itl, tokens)
         before = tree_cpu(pid)
         await run_load(
-            "127.0.0.1", port, streams, per_stream, request, (TTFT + tokens * ITL) / streams
+            "127.0.0.1", port, streams, per_stream, request, (ttft + tokens * itl) / streams
         )
         cost[tokens] = (tree_cpu(pid) - before) / (streams * per_stream) * 1e6
     event = (cost[40] - cost[2]) / 38
