@@ -80,7 +80,8 @@ async def split(
 
 
 @contextmanager
-def _paths(work: Path, upstream: str, wanted: list[str]) -> Iterator[Paths]:
+def start_paths(work: Path, upstream: str, wanted: list[str]) -> Iterator[Paths]:
+    """The `wanted` proxies in front of `upstream` (nginx only when it is installed)."""
     with ExitStack() as stack:
         paths: Paths = {}
         for name in wanted:
@@ -112,7 +113,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         work = Path(tmp)
         upstream = stack.enter_context(launcher.demo_upstream(work))
-        paths = stack.enter_context(_paths(work, upstream, args.paths.split(",")))
+        paths = stack.enter_context(start_paths(work, upstream, args.paths.split(",")))
         result: dict[str, object] = {
             "streams": args.streams,
             "rounds": args.rounds,

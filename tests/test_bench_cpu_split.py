@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 def test_cpu_split_measures_a_path_and_splits_its_cost(tmp_path: Path) -> None:
     with (
         demo_upstream(tmp_path) as upstream,
-        cpu_split._paths(tmp_path, upstream, ["floor"]) as paths,
+        cpu_split.start_paths(tmp_path, upstream, ["floor"]) as paths,
     ):
         fast = {"ttft": 0.005, "itl": 0.001}  # the figures do not need the bench's pace
         rows = asyncio.run(cpu_split.per_event(paths, streams=2, rounds=2, per_stream=1, **fast))
